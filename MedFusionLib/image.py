@@ -44,7 +44,11 @@ class Image:
     metadata: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        rgb = self.array.ndim in (3, 4) and self.array.shape[-1] == 3 and len(self.spacing) == self.array.ndim - 1
+        rgb = (
+            self.array.ndim in (3, 4)
+            and self.array.shape[-1] == 3
+            and len(self.spacing) == self.array.ndim - 1
+        )
         ndim = self.array.ndim - 1 if rgb else self.array.ndim
         if ndim not in (2, 3):
             raise InputError(f"image must be 2-D or 3-D, got array of shape {self.array.shape}")

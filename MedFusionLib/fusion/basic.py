@@ -28,7 +28,9 @@ def average(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     family="pixel",
     citation="Weighted (alpha) blending, as in display fusion of PET over CT; "
     "James & Dasarathy, Information Fusion 19:4-19, 2014.",
-    parameters=(Parameter("weight", "float", 0.5, min=0.0, max=1.0, help="weight of image A; B gets 1 - weight"),),
+    parameters=(
+        Parameter("weight", "float", 0.5, min=0.0, max=1.0, help="weight of image A; B gets 1 - weight"),
+    ),
     halo=_pointwise,
 )
 def weighted_average(a: torch.Tensor, b: torch.Tensor, *, weight: float) -> torch.Tensor:

@@ -74,9 +74,7 @@ class Parameter:
         if self.type == "int" and isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-            raise ParameterError(
-                f"{method}: parameter {self.name!r} expects {self.type}, got {value!r}"
-            )
+            raise ParameterError(f"{method}: parameter {self.name!r} expects {self.type}, got {value!r}")
         if self.type == "float" and not math.isfinite(value):
             raise ParameterError(f"{method}: parameter {self.name!r} must be finite, got {value!r}")
         if self.min is not None and value < self.min or self.max is not None and value > self.max:
@@ -86,9 +84,7 @@ class Parameter:
             )
         if self.choices is not None and value not in self.choices:
             shown = ", ".join(map(str, self.choices[:12])) + (", ..." if len(self.choices) > 12 else "")
-            raise ParameterError(
-                f"{method}: parameter {self.name!r}={value!r} is not one of: {shown}"
-            )
+            raise ParameterError(f"{method}: parameter {self.name!r}={value!r} is not one of: {shown}")
         return value
 
     def describe(self) -> dict[str, Any]:
@@ -142,12 +138,8 @@ class FusionMethod:
         unknown = sorted(set(given) - set(known))
         if unknown:
             names = ", ".join(known) or "none"
-            raise ParameterError(
-                f"{self.name}: unknown parameter {unknown[0]!r} (parameters: {names})"
-            )
-        return {
-            name: p.validate(given.get(name, p.default), method=self.name) for name, p in known.items()
-        }
+            raise ParameterError(f"{self.name}: unknown parameter {unknown[0]!r} (parameters: {names})")
+        return {name: p.validate(given.get(name, p.default), method=self.name) for name, p in known.items()}
 
     def parse_parameters(self, assignments: Sequence[str]) -> dict[str, Any]:
         """Parse ``KEY=VALUE`` strings from the command line (not yet range-checked)."""

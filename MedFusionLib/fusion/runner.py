@@ -43,14 +43,18 @@ def fuse_tensors(
     if a.shape != b.shape:
         raise InputError(f"images to fuse differ in shape: {tuple(a.shape)} and {tuple(b.shape)}")
     if a.ndim not in spec.dims:
-        raise InputError(f"{spec.name} fuses {' or '.join(f'{d}-D' for d in spec.dims)} images, not {a.ndim}-D")
+        raise InputError(
+            f"{spec.name} fuses {' or '.join(f'{d}-D' for d in spec.dims)} images, not {a.ndim}-D"
+        )
     params = spec.resolve_parameters(parameters)
     with torch.no_grad():
         fused = spec.function(a, b, **params)
     return fused.clamp_(0.0, 1.0)
 
 
-def slab_bounds(depth: int, plane_voxels: int, *, halo: int, alignment: int, max_voxels: int) -> list[tuple[int, int, int, int]]:
+def slab_bounds(
+    depth: int, plane_voxels: int, *, halo: int, alignment: int, max_voxels: int
+) -> list[tuple[int, int, int, int]]:
     """``(read_start, read_stop, keep_start, keep_stop)`` for each slab along axis 0."""
     alignment = max(1, alignment)
     halo = math.ceil(halo / alignment) * alignment

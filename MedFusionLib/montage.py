@@ -1,0 +1,82 @@
+"""PNG montages: rows of images shown as their three orthogonal mid-slices (or one 2-D slice).
+
+Volumes are reoriented to LPS so that every row looks the same whatever the file's
+direction matrix: axial slices with anterior up and the patient's left on the right
+(radiological convention), coronal and sagittal with superior up. In-plane spacing is
+honoured so that anisotropic volumes are not distorted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from PIL import Image as PILImage
+from PIL import ImageDraw
+
+from .image import Image
+
+TILE = 192
+LABEL_HEIGHT = 18
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    """Stretch to 0-255 between the 0.5 and 99.5 percentiles (RGB in [0,1] kept as is)."""
+    finite = np.nan_to_num(values.astype(np.float32))
+    if finite.ndim == 3 and finite.shape[-1] == 3 and finite.max() <= 1.0 and finite.min() >= 0.0:
+        return (finite * 255 + 0.5).astype(np.uint8)
+    lo, hi = np.percentile(finite, (0.5, 99.5))
+    if hi <= lo:
+        hi = lo + 1.0
+    return (np.clip((finite - lo) / (hi - lo), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def _tile(plane: np.ndarray, row_spacing: float, col_spacing: float) -> PILImage.Image:
+    """One slice as a square tile, aspect ratio from the physical spacing."""
+    height, width = plane.shape[:2]
+    phys_h, phys_w = height * row_spacing, width * col_spacing
+    scale = TILE / max(phys_h, phys_w)
+    size = (max(1, round(phys_w * scale)), max(1, round(phys_h * scale)))
+    mode = "RGB" if plane.ndim == 3 else "L"
+    picture = PILImage.fromarray(plane, mode=mode).resize(size, PILImage.BILINEAR)
+    canvas = PILImage.new("RGB", (TILE, TILE))
+    canvas.paste(picture, ((TILE - size[0]) // 2, (TILE - size[1]) // 2))
+    return canvas
+
+
+def orthogonal_slices(image: Image) -> list[PILImage.Image]:
+    """Tiles for an image: one for 2-D, axial/coronal/sagittal mid-slices for 3-D."""
+    values = _to_uint8(image.array)
+    if image.ndim == 2:
+        return [_tile(values, image.spacing[1], image.spacing[0])]
+    oriented = sitk.DICOMOrient(image.with_array(values).to_sitk(), "LPS")
+    volume = sitk.GetArrayFromImage(oriented)  # (z: I->S, y: A->P, x: R->L)
+    sx, sy, sz = oriented.GetSpacing()
+    nz, ny, nx = volume.shape[:3]
+    axial = volume[nz // 2]
+    coronal = volume[:, ny // 2][::-1]
+    sagittal = volume[:, :, nx // 2][::-1]
+    return [_tile(axial, sy, sx), _tile(coronal, sz, sx), _tile(sagittal, sz, sy)]
+
+
+def save_montage(rows: Sequence[tuple[str, Image]], path: str | Path, *, title: str = "") -> Path:
+    """Write a PNG with one labelled row per ``(label, image)``; returns the path."""
+    tiles = [(label, orthogonal_slices(image)) for label, image in rows]
+    columns = max(len(t) for _, t in tiles)
+    top = LABEL_HEIGHT if title else 0
+    canvas = PILImage.new("RGB", (columns * TILE, top + len(tiles) * (TILE + LABEL_HEIGHT)), "black")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((4, 3), title, fill="white")
+    for r, (label, row) in enumerate(tiles):
+        y = top + r * (TILE + LABEL_HEIGHT)
+        draw.text((4, y + 3), label, fill="white")
+        for c, tile in enumerate(row):
+            canvas.paste(tile, (c * TILE, y + LABEL_HEIGHT))
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    canvas.save(tmp)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,101 @@
+"""Image-level fusion: resampling onto A's grid, colour handling, checks, and the demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import harvard_path, mni_path
+from MedFusionLib.colour import rgb_to_ycbcr
+from MedFusionLib.io import read_image
+
+from MedFusionLib.demo import run_demo
+from MedFusionLib.errors import GeometryError, InputError, ParameterError
+from MedFusionLib.image import Image
+from MedFusionLib.pipeline import fuse_images
+
+
+def test_output_lies_on_the_reference_grid_even_when_b_is_flipped() -> None:
+    t1 = read_image(mni_path("spm_T1"), modality="MR")
+    spect = read_image(mni_path("spm_SPECT"), modality="SPECT")
+    assert spect.direction != t1.direction  # the SPM SPECT stores x flipped
+    result = fuse_images(t1, spect, method="average", device="cpu")
+    assert result.image.same_grid(t1)
+    # average = (T1 + SPECT on T1's grid)/2, so fused - T1/2 must correlate with the SPECT
+    # resampled in world coordinates far better than with its raw (flipped) array.
+    fused = result.image.array
+    t1n = (t1.array - np.percentile(t1.array, 0.5)) / np.ptp(np.percentile(t1.array, (0.5, 99.5)))
+    residual = (fused - 0.5 * np.clip(t1n, 0, 1)).ravel()
+    raw = spect.array.astype(np.float32).ravel()
+    world = raw.reshape(spect.array.shape)[:, :, ::-1].ravel()
+    assert np.corrcoef(residual, world)[0, 1] > np.corrcoef(residual, raw)[0, 1] + 0.05
+
+
+def test_pseudo_colour_pet_gives_rgb_with_pet_chroma() -> None:
+    mri = read_image(harvard_path("MRI_PET", "MRI"))
+    pet = read_image(harvard_path("MRI_PET", "PET"))
+    result = fuse_images(mri, pet, method="maximum", device="cpu")
+    fused = result.image.array
+    assert result.image.is_rgb and fused.shape == (256, 256, 3)
+    _, cb_out, cr_out = rgb_to_ycbcr(fused)
+    _, cb_pet, cr_pet = rgb_to_ycbcr(pet.array.astype(np.float32) / 255)
+    unclipped = (fused > 0.01).all(-1) & (fused < 0.99).all(-1)
+    assert unclipped.mean() > 0.2
+    np.testing.assert_allclose(cb_out[unclipped], cb_pet[unclipped], atol=2e-3)
+    np.testing.assert_allclose(cr_out[unclipped], cr_pet[unclipped], atol=2e-3)
+
+
+def test_gray_stored_as_rgb_stays_gray() -> None:
+    mri = read_image(harvard_path("MRI_CT", "MRI"))
+    ct = read_image(harvard_path("MRI_CT", "CT"))
+    result = fuse_images(mri, ct, method="average", device="cpu")
+    assert not result.image.is_rgb
+    expected = (mri.array[..., 0].astype(np.float32) + ct.array[..., 0]) / 510
+    np.testing.assert_allclose(result.image.array, expected, atol=1e-6)
+
+
+def test_inputs_are_not_modified() -> None:
+    t1 = read_image(mni_path("spm_T1"), modality="MR")
+    pet = read_image(mni_path("spm_PET"), modality="PET")
+    copies = t1.array.copy(), pet.array.copy()
+    fuse_images(t1, pet, method="laplacian_pyramid", device="cpu")
+    np.testing.assert_array_equal(t1.array, copies[0])
+    np.testing.assert_array_equal(pet.array, copies[1])
+
+
+def test_mixing_2d_and_3d_is_refused() -> None:
+    with pytest.raises(InputError, match="2-D"):
+        fuse_images(read_image(mni_path("spm_T1")), read_image(harvard_path("MRI_CT", "CT")))
+
+
+def test_non_overlapping_images_are_refused() -> None:
+    t1 = read_image(mni_path("spm_T1"))
+    far = t1.with_array(t1.array.copy(), origin=(1e4, 1e4, 1e4))
+    with pytest.raises(GeometryError, match="overlap"):
+        fuse_images(t1, far)
+
+
+def test_constant_image_is_refused() -> None:
+    t1 = read_image(mni_path("spm_T1"))
+    flat = t1.with_array(np.full_like(t1.array, 0.3))
+    with pytest.raises(InputError, match="constant"):
+        fuse_images(t1, flat, name_b="flat.nii")
+
+
+def test_unknown_parameter_is_refused_before_reading_pixels() -> None:
+    image = Image.from_array(np.zeros((8, 8), np.float32))
+    with pytest.raises(ParameterError, match="sharpness"):
+        fuse_images(image, image, method="average", parameters={"sharpness": 2})
+
+
+def test_demo_writes_volumes_and_montage(tmp_path: Path) -> None:
+    lines: list[str] = []
+    paths = run_demo(tmp_path, methods=("average",), device="cpu", report=lines.append)
+    volumes = [p for p in paths if p.name.endswith(".nii.gz")]
+    montages = [p for p in paths if p.suffix == ".png"]
+    assert len(volumes) == 2 and len(montages) == 2
+    assert all(p.stat().st_size > 1000 for p in paths)
+    assert any("montage" in line for line in lines)
+    fused = read_image(volumes[0])
+    assert fused.size == (91, 109, 91) and 0.0 <= fused.array.min() and fused.array.max() <= 1.0
