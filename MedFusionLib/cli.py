@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from . import __version__
 from .errors import MedFusionError, ParameterError
 from .fusion import get_method, list_methods
-from .io import image_format, read_image, write_image
+from .io import check_output_path, read_image, write_image
 from .pipeline import DEFAULT_METHOD, fuse_images
 
 EXIT_USAGE = 2
@@ -57,10 +57,35 @@ def _progress_bar(description: str) -> Any:
     return update
 
 
+def methods_markdown(methods: Sequence[Any]) -> str:
+    """The registry as a Markdown reference (``Docs/methods.md`` is made with it)."""
+    lines = [
+        "# Fusion methods",
+        "",
+        "Made with `medfusion methods --markdown`. Every method fuses 2-D slices and 3-D volumes",
+        "natively on torch (CPU, CUDA or MPS); defaults are the values of the cited paper.",
+    ]
+    for m in methods:
+        lines += ["", f"## `{m.name}` ({m.family})", "", m.summary, "", f"*{m.citation}*", ""]
+        if not m.parameters:
+            lines.append("No parameters.")
+            continue
+        lines += ["| parameter | type | default | range / choices | meaning |", "|---|---|---|---|---|"]
+        for p in m.parameters:
+            allowed = f"{p.min:g} .. {p.max:g}" if p.min is not None and p.max is not None else ""
+            if p.choices is not None:
+                allowed = ", ".join(map(str, p.choices[:8])) + (", ..." if len(p.choices) > 8 else "")
+            lines.append(f"| `{p.name}` | {p.type} | `{p.default}` | {allowed} | {p.help} |")
+    return "\n".join(lines) + "\n"
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     methods = list_methods()
     if args.json:
         print(json.dumps([m.describe() for m in methods], indent=2))
+        return 0
+    if args.markdown:
+        print(methods_markdown(methods))
         return 0
     for m in methods:
         dims = "/".join(f"{d}-D" for d in m.dims)
@@ -75,13 +100,12 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def cmd_fuse(args: argparse.Namespace) -> int:
     out = Path(args.output)
-    image_format(out)  # refuse an unknown output format before any work
-    if not out.parent.is_dir():
-        raise MedFusionError(f"output folder does not exist: {out.parent}")
+    check_output_path(out)  # refuse an unusable output before any work
     spec = get_method(args.method or DEFAULT_METHOD)
     parameters = spec.resolve_parameters(spec.parse_parameters(args.set))
     a = read_image(args.a, modality=args.modality_a)
     b = read_image(args.b, modality=args.modality_b)
+    check_output_path(out, ndim=a.ndim)
     result = fuse_images(
         a,
         b,
@@ -122,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="list the fusion methods and their parameters")
     p.add_argument("--json", action="store_true", help="print the registry as JSON")
+    p.add_argument("--markdown", action="store_true", help="print the registry as a Markdown reference")
     p.set_defaults(run=cmd_methods)
 
     p = sub.add_parser("fuse", help="fuse image B into image A's grid")

@@ -109,7 +109,7 @@ def fuse_images(
     if a.ndim not in spec.dims:
         raise InputError(f"{spec.name} does not fuse {a.ndim}-D images ({name_a})")
 
-    b_on_a = resample_to(b, a, interpolation=interpolation)
+    b_on_a = resample_to(b, a, interpolation=interpolation, name=name_b, reference_name=name_a)
     gray_a = _normalised_gray(a, name=name_a, window=window_a)
     gray_b = _normalised_gray(b_on_a, name=name_b, window=window_b)
 
