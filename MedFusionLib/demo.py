@@ -42,15 +42,15 @@ def run_demo(
         a = read_image(SAMPLE_DATA / file_a, modality=modality_a)
         b = read_image(SAMPLE_DATA / file_b, modality=modality_b)
         pair = f"{modality_a}_{modality_b}"
-        rows: list[tuple[str, Image]] = [(f"{modality_a} ({file_a})", a), (f"{modality_b} ({file_b})", b)]
+        rows: list[tuple[str, Image]] = [(f"{modality_a}: {file_a}", a), (f"{modality_b}: {file_b}", b)]
         for method in methods:
             result = fuse_images(a, b, method=method, device=device, name_a=file_a, name_b=file_b)
             path = write_image(result.image, out / f"{pair}_{method}.nii.gz")
             written.append(path)
-            rows.append((f"{method}  ({result.seconds:.2f} s on {result.device})", result.image))
+            rows.append((f"{method} ({result.seconds:.1f} s)", result.image))
             report(f"{pair:10s} {method:20s} {result.seconds:7.2f} s  -> {path}")
         montages.append(
-            save_montage(rows, out / f"demo_{pair}.png", title=f"MedFusion demo: {modality_a} + {modality_b}")
+            save_montage(rows, out / f"demo_{pair}.png", title=f"MedFusion demo: {modality_a} + {modality_b}, fused in 3-D (axial, coronal, sagittal mid-slices)")
         )
     for path in montages:
         report(f"montage: {path}")

@@ -1,4 +1,4 @@
-"""PNG montages: rows of images shown as their three orthogonal mid-slices (or one 2-D slice).
+"""PNG montages: columns of images shown as their three orthogonal mid-slices (or one 2-D slice).
 
 Volumes are reoriented to LPS so that every row looks the same whatever the file's
 direction matrix: axial slices with anterior up and the patient's left on the right
@@ -61,20 +61,23 @@ def orthogonal_slices(image: Image) -> list[PILImage.Image]:
     return [_tile(axial, sy, sx), _tile(coronal, sz, sx), _tile(sagittal, sz, sy)]
 
 
-def save_montage(rows: Sequence[tuple[str, Image]], path: str | Path, *, title: str = "") -> Path:
-    """Write a PNG with one labelled row per ``(label, image)``; returns the path."""
-    tiles = [(label, orthogonal_slices(image)) for label, image in rows]
-    columns = max(len(t) for _, t in tiles)
-    top = LABEL_HEIGHT if title else 0
-    canvas = PILImage.new("RGB", (columns * TILE, top + len(tiles) * (TILE + LABEL_HEIGHT)), "black")
+def save_montage(columns: Sequence[tuple[str, Image]], path: str | Path, *, title: str = "") -> Path:
+    """Write a PNG with one labelled column per ``(label, image)``; returns the path.
+
+    Each column shows the image's axial, coronal and sagittal mid-slices from top to bottom
+    (one slice for 2-D images).
+    """
+    tiles = [(label, orthogonal_slices(image)) for label, image in columns]
+    rows = max(len(t) for _, t in tiles)
+    top = LABEL_HEIGHT * (2 if title else 1)
+    canvas = PILImage.new("RGB", (len(tiles) * TILE, top + rows * TILE), "black")
     draw = ImageDraw.Draw(canvas)
     if title:
         draw.text((4, 3), title, fill="white")
-    for r, (label, row) in enumerate(tiles):
-        y = top + r * (TILE + LABEL_HEIGHT)
-        draw.text((4, y + 3), label, fill="white")
-        for c, tile in enumerate(row):
-            canvas.paste(tile, (c * TILE, y + LABEL_HEIGHT))
+    for c, (label, column) in enumerate(tiles):
+        draw.text((c * TILE + 4, top - LABEL_HEIGHT + 3), label[:32], fill="white")
+        for r, tile in enumerate(column):
+            canvas.paste(tile, (c * TILE, top + r * TILE))
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     canvas.save(tmp)
