@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import harvard_path, mni_path
-from MedFusionLib.colour import rgb_to_ycbcr
-from MedFusionLib.io import read_image
 
+from MedFusionLib.colour import rgb_to_ycbcr
 from MedFusionLib.demo import run_demo
 from MedFusionLib.errors import GeometryError, InputError, ParameterError
 from MedFusionLib.image import Image
+from MedFusionLib.io import read_image
 from MedFusionLib.pipeline import fuse_images
 
 
