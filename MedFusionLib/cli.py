@@ -63,7 +63,8 @@ def methods_markdown(methods: Sequence[Any]) -> str:
         "# Fusion methods",
         "",
         "Made with `medfusion methods --markdown`. Every method fuses 2-D slices and 3-D volumes",
-        "natively on torch (CPU, CUDA or MPS); defaults are the values of the cited paper.",
+        "natively on torch (CPU, CUDA or MPS). Defaults follow the cited paper where it states them;",
+        "where a value is this project's choice, the method's docstring says so and why.",
     ]
     for m in methods:
         lines += ["", f"## `{m.name}` ({m.family})", "", m.summary, "", f"*{m.citation}*", ""]

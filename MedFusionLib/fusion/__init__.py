@@ -23,11 +23,7 @@ def _load_all() -> None:
         return
     _loaded = True
     for module in _FAMILY_MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{module}")
-        except ModuleNotFoundError as error:  # a family not written yet
-            if error.name != f"{__name__}.{module}":
-                raise
+        importlib.import_module(f"{__name__}.{module}")
 
 
 __all__ = [
