@@ -22,7 +22,7 @@ from .fusion import get_method
 from .fusion.ops import resolve_device
 from .fusion.runner import DEFAULT_MAX_SLAB_VOXELS, ProgressCallback, fuse_arrays
 from .image import Image
-from .preprocess import normalize_intensity, resample_to
+from .preprocess import check_finite_and_varying, normalize_intensity, resample_to
 
 DEFAULT_METHOD = "laplacian_pyramid"
 
@@ -54,11 +54,16 @@ class FusionResult:
 
 
 def _normalised_gray(image: Image, *, name: str, window: str | tuple[float, float] | None) -> np.ndarray:
-    """``[0, 1]`` float32 voxels: luminance for RGB input, modality presets otherwise."""
+    """``[0, 1]`` float32 voxels: luminance for RGB input, modality presets otherwise.
+
+    An RGB slice's luminance is already in ``[0, 1]`` (8-bit / 255, the field's protocol) and
+    is used as it is unless a window is asked for.
+    """
     if image.is_rgb:
         image = luminance(image)
         if window is None:
-            return normalize_intensity(image, window=(0.5, 1.0), name=name)
+            check_finite_and_varying(image.array, name=name)
+            return image.array
     return normalize_intensity(image, window=window, name=name)
 
 

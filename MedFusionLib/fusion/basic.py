@@ -49,18 +49,24 @@ def maximum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.maximum(a, b)
 
 
+_CHUNK = 1 << 22
+
+
 def pca_weights(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     """Weights from the principal eigenvector of the 2x2 covariance of ``(A, B)``.
 
     Naidu & Raol, "Pixel-level image fusion using wavelets and principal component
     analysis", Defence Science Journal 58(3):338-352, 2008, section 3.
     """
-    x = a.reshape(-1).double()
-    y = b.reshape(-1).double()
-    x = x - x.mean()
-    y = y - y.mean()
-    n = max(1, x.numel() - 1)
-    cov = torch.tensor([[x.dot(x), x.dot(y)], [x.dot(y), y.dot(y)]], dtype=torch.float64) / n
+    x, y = a.reshape(-1), b.reshape(-1)
+    n = x.numel()
+    mean_x, mean_y = float(x.mean(dtype=torch.float64)), float(y.mean(dtype=torch.float64))
+    sxx = sxy = syy = 0.0
+    for start in range(0, n, _CHUNK):  # chunks keep float64 temporaries small on big volumes
+        cx = x[start : start + _CHUNK].double() - mean_x
+        cy = y[start : start + _CHUNK].double() - mean_y
+        sxx, sxy, syy = sxx + float(cx.dot(cx)), sxy + float(cx.dot(cy)), syy + float(cy.dot(cy))
+    cov = torch.tensor([[sxx, sxy], [sxy, syy]], dtype=torch.float64) / max(1, n - 1)
     _, vectors = torch.linalg.eigh(cov)
     principal = vectors[:, -1].abs()
     total = float(principal.sum())
