@@ -147,7 +147,7 @@ def main() -> None:
         for line in args.from_log.read_text().splitlines():
             if line.startswith("{"):
                 row = json.loads(line)
-                latest[(row["method"], row["device"])] = row  # a re-run replaces the earlier row
+                latest.setdefault((row["method"], row["device"]), {}).update(row)  # re-runs update
         write_report(list(latest.values()), args)
         return
 
