@@ -88,7 +88,9 @@ class Image:
         )
 
     @classmethod
-    def from_sitk(cls, image: sitk.Image, *, modality: str | None = None) -> Image:
+    def from_sitk(
+        cls, image: sitk.Image, *, modality: str | None = None, metadata: dict[str, str] | None = None
+    ) -> Image:
         """Convert a SimpleITK image (copying the voxels)."""
         components = image.GetNumberOfComponentsPerPixel()
         if components not in (1, 3):
@@ -99,6 +101,7 @@ class Image:
             origin=image.GetOrigin(),
             direction=image.GetDirection(),
             modality=modality,
+            metadata=dict(metadata or {}),
         )
 
     def to_sitk(self) -> sitk.Image:

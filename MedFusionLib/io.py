@@ -380,14 +380,7 @@ def _is_plain_slice(image: sitk.Image) -> bool:
 
 def _to_image(image: sitk.Image, modality: str | None, metadata: dict[str, str]) -> Image:
     try:
-        return Image(
-            array=sitk.GetArrayFromImage(image),
-            spacing=image.GetSpacing(),
-            origin=image.GetOrigin(),
-            direction=image.GetDirection(),
-            modality=modality,
-            metadata=metadata,
-        )
+        return Image.from_sitk(image, modality=modality, metadata=metadata)
     except InputError as error:  # e.g. zero spacing in the header: name the file
         raise InputError(f"cannot use {metadata['source']}: {error}") from None
 
