@@ -82,7 +82,7 @@ _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
 # --- formats ---------------------------------------------------------------------------
-def _known_extension(path: Path) -> str | None:
+def known_extension(path: Path) -> str | None:
     """The entry of :data:`SUPPORTED_EXTENSIONS` that ``path`` ends with, if any."""
     name = path.name.lower()
     for extension in sorted(SUPPORTED_EXTENSIONS, key=len, reverse=True):
@@ -115,7 +115,7 @@ def image_format(path: str | os.PathLike[str]) -> str:
         ('nifti', 'dicom')
     """
     path = Path(path)
-    extension = _known_extension(path)
+    extension = known_extension(path)
     if extension is not None:
         return _FORMAT_OF_EXTENSION[extension]
     if not path.suffix or path.is_dir():
@@ -221,7 +221,7 @@ def read_image(path: str | os.PathLike[str], *, modality: str | None = None) -> 
         raise InputError(f"file not found: {path}")
     if path.is_dir():
         return _read_dicom_series(path, modality)
-    extension = _known_extension(path)
+    extension = known_extension(path)
     if extension is None:
         raise _unsupported(path)
     fmt = _FORMAT_OF_EXTENSION[extension]
@@ -419,7 +419,7 @@ def write_image(image: Image, path: str | os.PathLike[str], *, compress: bool = 
             _write_dicom_atomically(image, path)
         else:
             sitk_image = _png_jpeg_image(image, path, fmt) if fmt in ("png", "jpeg") else _plain_image(image)
-            if _known_extension(path) in _TWO_FILE_EXTENSIONS:
+            if known_extension(path) in _TWO_FILE_EXTENSIONS:
                 _write_two_files_atomically(sitk_image, path, fmt, compress)
             else:
                 _write_one_file_atomically(sitk_image, path, fmt, compress)
@@ -440,7 +440,7 @@ def _writer(filename: Path, fmt: str, compress: bool) -> sitk.ImageFileWriter:
 
 
 def _temporary_name(path: Path) -> Path:
-    extension = _known_extension(path) or ""
+    extension = known_extension(path) or ""
     stem = path.name[: len(path.name) - len(extension)]
     return path.with_name(f".{stem}.{uuid.uuid4().hex[:12]}.tmp{extension}")
 
