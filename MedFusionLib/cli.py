@@ -1,4 +1,4 @@
-"""The ``medfusion`` command: ``methods``, ``fuse`` and ``demo``.
+"""The ``medfusion`` command: ``methods``, ``fuse``, ``metrics``, ``benchmark`` and ``demo``.
 
 Errors caused by the input print one line on stderr (``medfusion: error: ...``) and exit
 with status 2; no output file is left behind (outputs are written under a temporary name
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -140,6 +141,96 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _comma_list(text: str | None) -> list[str] | None:
+    return [item.strip() for item in text.split(",") if item.strip()] if text else None
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from .metrics.compute import compute_metrics
+    from .metrics.inputs import grey_levels_for_scoring
+    from .metrics.registry import get_metric
+
+    names = (str(args.a), str(args.b), str(args.fused))
+    chosen = _comma_list(args.metrics)
+    for name in chosen or []:
+        get_metric(name)  # unknown names fail before any file is read
+    images = [read_image(path) for path in (args.a, args.b, args.fused)]
+    grey = grey_levels_for_scoring(
+        *images, names=names, window_a=_parse_window(args.window_a), window_b=_parse_window(args.window_b)
+    )
+    report = compute_metrics(
+        *grey, metrics=chosen, mode=args.mode, axis=args.axis, device=args.device, names=names
+    )
+    for key, note in report.notes.items():
+        print(f"medfusion: note: {key}: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+        return 0
+    print(
+        f"{'metric':12s} {'value':>12s} {'A part':>12s} {'B part':>12s}   ({report.mode}, {report.seconds:.2f} s)"
+    )
+    for key, value in report.values.items():
+        if key.endswith(("_A", "_B")):
+            continue
+        part_a, part_b = report.values.get(f"{key}_A"), report.values.get(f"{key}_B")
+        parts = "".join(f" {v:12.4f}" if v is not None else f" {'':12s}" for v in (part_a, part_b))
+        print(f"{key:12s} {value:12.4f}{parts}")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from .benchmark.dataset import discover_pair_sets
+    from .benchmark.published import peer_rows, published_rows
+    from .benchmark.report import write_report
+    from .benchmark.run import run_benchmark
+
+    if args.threads < 1:
+        raise ParameterError(f"--threads must be at least 1, got {args.threads}")
+    dataset = Path(args.dataset)
+    methods = _comma_list(args.methods)
+    for name in methods or []:
+        get_method(name)
+    sets = discover_pair_sets(dataset)
+    quoted, citations = published_rows(dataset.resolve().name)
+    peers = peer_rows(args.peers) if args.peers else {}
+    comparisons = {name: quoted.get(name, []) + peers.get(name, []) for name in {s.name for s in sets}}
+
+    def progress(message: str) -> None:
+        if not args.json:
+            print(f"\r{message:60s}", end="", file=sys.stderr, flush=True)
+
+    results = run_benchmark(
+        sets, methods=methods, device=args.device, threads=args.threads, progress=progress
+    )
+    if not args.json:
+        print(file=sys.stderr)
+    command = (
+        "medfusion " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["benchmark"] else "medfusion benchmark"
+    )
+    written = write_report(
+        results,
+        args.out,
+        dataset_name=dataset.resolve().name,
+        command=command,
+        device=args.device,
+        threads=args.threads,
+        comparisons=comparisons,
+        citations=citations,
+    )
+    if args.json:
+        summary = {
+            r.pair_set.name: {
+                method: {k: (v if math.isfinite(v) else None) for k, v in values.items()}
+                for method, values in r.means().items()
+            }
+            for r in results
+        }
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"wrote {len(written)} files to {Path(args.out).resolve()} (report: {written[0].name})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="medfusion", description="Multi-modal medical image fusion (CT, MRI, PET, SPECT).")
     parser.add_argument("--version", action="version", version=f"medfusion {__version__}")
@@ -168,6 +259,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interpolation", default="linear", help="resampling of B: linear, nearest or bspline")
     p.add_argument("--json", action="store_true", help="print what was done as JSON")
     p.set_defaults(run=cmd_fuse)
+
+    p = sub.add_parser("metrics", help="score a fused image against its two sources")
+    p.add_argument("a", metavar="A", help="first source (anatomical)")
+    p.add_argument("b", metavar="B", help="second source (resampled onto A's grid if needed)")
+    p.add_argument("fused", metavar="FUSED", help="the fused image, on A's grid")
+    p.add_argument("--metrics", help="comma-separated metric names (default: all)")
+    p.add_argument("--mode", default="volume", help="volumes: 'volume' (3-D metrics) or 'slices' (2-D mean)")
+    p.add_argument(
+        "--axis", type=int, default=0, help="slicing axis for --mode slices (array order, default 0)"
+    )
+    p.add_argument("--window-a", help="intensity window of A when it is not 8-bit: preset or L,W")
+    p.add_argument("--window-b", help="intensity window of B when it is not 8-bit")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default cpu)")
+    p.add_argument("--json", action="store_true", help="print one JSON object: metric -> value")
+    p.set_defaults(run=cmd_metrics)
+
+    p = sub.add_parser("benchmark", help="fuse and score every pair of a dataset with every method")
+    p.add_argument(
+        "dataset", metavar="DATASET", help="folder of pair sets: DATASET/<SET>/<MODALITY>/<id>.png"
+    )
+    p.add_argument("--methods", help="comma-separated methods (default: all)")
+    p.add_argument(
+        "--out", default="medfusion_benchmark", help="output folder (default ./medfusion_benchmark)"
+    )
+    p.add_argument("--peers", help="JSON of peer rows measured with the same protocol, shown for comparison")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for the fusion calls (default 2)")
+    p.add_argument("--json", action="store_true", help="print {SET: {METHOD: {METRIC: mean}}} as JSON")
+    p.set_defaults(run=cmd_benchmark)
 
     p = sub.add_parser("demo", help="fuse the shipped sample data with several methods")
     p.add_argument("--out", default="medfusion_demo", help="output folder (default ./medfusion_demo)")

@@ -1,0 +1,2 @@
+"""``medfusion benchmark``: run fusion methods over folders of registered pairs, score them with
+the reference protocol, and report the results beside published and peer rows."""
