@@ -108,3 +108,18 @@ def list_metrics() -> list[Metric]:
 
     _load_all()
     return list(_REGISTRY.values())
+
+
+def metrics_markdown() -> str:
+    """The registry as a Markdown table (the end of ``Docs/metrics.md`` is this text)."""
+    lines = [
+        "| metric | parts | better | reference | what it measures | undefined when | source |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for metric in list_metrics():
+        lines.append(
+            f"| `{metric.name}` | {'A, B' if metric.parts else '–'} | "
+            f"{'higher' if metric.higher_is_better else 'lower'} | {'yes' if metric.reference else ''} | "
+            f"{metric.summary} | {metric.undefined_when} | {metric.citation} |"
+        )
+    return "\n".join(lines) + "\n"
