@@ -50,7 +50,11 @@ def run_demo(
             rows.append((f"{method} ({result.seconds:.1f} s)", result.image))
             report(f"{pair:10s} {method:20s} {result.seconds:7.2f} s  -> {path}")
         montages.append(
-            save_montage(rows, out / f"demo_{pair}.png", title=f"MedFusion demo: {modality_a} + {modality_b}, fused in 3-D (axial, coronal, sagittal mid-slices)")
+            save_montage(
+                rows,
+                out / f"demo_{pair}.png",
+                title=f"MedFusion demo: {modality_a} + {modality_b}, fused in 3-D (axial, coronal, sagittal mid-slices)",
+            )
         )
     for path in montages:
         report(f"montage: {path}")

@@ -216,7 +216,11 @@ def write_report(rows: list[dict[str, object]], args: argparse.Namespace) -> Non
         )
     lines += ["", "## Targets (issue 2)", ""]
     cpu_rows = [r for r in rows if r["device"] == "cpu"]
-    slow_2d = [f"{r['method']} ({r['ms_2d']:.1f} ms)" for r in cpu_rows if r["ms_2d"] >= 10 and r["method"] != "pa_pcnn"]
+    slow_2d = [
+        f"{r['method']} ({r['ms_2d']:.1f} ms)"
+        for r in cpu_rows
+        if r["ms_2d"] >= 10 and r["method"] != "pa_pcnn"
+    ]
     lines.append(
         "- Every 2-D method but the PCNN rule under 10 ms per 256x256 pair: "
         + ("met." if not slow_2d else "missed by " + ", ".join(slow_2d) + ".")

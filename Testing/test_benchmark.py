@@ -92,10 +92,10 @@ def test_benchmark_report_carries_quoted_and_peer_rows(
     )
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    report = (out / "harvard.md").read_text()
+    report = (out / "harvard.md").read_text(encoding="utf-8")
     assert "CDDFuse* (quoted" in report and "IFCNN-MAX (peer, measured)" in report
     assert "own protocol" in report and "best MedFusion method" in report
-    with open(out / "harvard_MRI_PET.csv", newline="") as stream:
+    with open(out / "harvard_MRI_PET.csv", newline="", encoding="utf-8") as stream:
         rows = list(csv.DictReader(stream))
     kinds = {r["method"]: r["kind"] for r in rows}
     assert kinds["average"] == "medfusion" and kinds["laplacian_pyramid"] == "medfusion"

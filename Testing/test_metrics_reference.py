@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ def grey(pair_set: str, modality: str, index: int) -> np.ndarray:
 
 
 def reference_entries() -> dict[str, dict[str, float]]:
-    return json.loads((DATA / "harvard_reference_metrics.json").read_text())["pairs"]
+    return json.loads((DATA / "harvard_reference_metrics.json").read_text(encoding="utf-8"))["pairs"]
 
 
 def fused_by_rule(a: np.ndarray, b: np.ndarray, rule: str) -> np.ndarray:
@@ -153,3 +154,10 @@ def test_grey_levels_follow_the_reference_and_pipeline_scales() -> None:
     ct = Image.from_array(np.linspace(-1000, 2000, 512, dtype=np.float32).reshape(8, 8, 8), modality="CT")
     levels = grey_levels_from_image(ct)
     assert levels.min() == 0.0 and levels.max() == pytest.approx(255.0)
+
+
+def test_docs_list_every_metric_as_the_registry_does() -> None:
+    from MedFusionLib.metrics.registry import metrics_markdown
+
+    docs = (Path(__file__).resolve().parents[1] / "Docs" / "metrics.md").read_text(encoding="utf-8")
+    assert docs.endswith(metrics_markdown())

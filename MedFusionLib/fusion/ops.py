@@ -33,7 +33,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ParameterError(f"unknown device {name!r} (use auto, cpu, cuda or mps)") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ParameterError(f"device {name!r} requested but CUDA is not available")
-    if resolved.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if resolved.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
         raise ParameterError(f"device {name!r} requested but MPS is not available")
     if resolved.type not in ("cpu", "cuda", "mps"):
         raise ParameterError(f"unsupported device {name!r} (use auto, cpu, cuda or mps)")
@@ -63,7 +65,9 @@ def pad_axis(x: torch.Tensor, dim: int, before: int, after: int, mode: PadMode =
     return x.index_select(dim, pad_index(x.shape[dim], before, after, mode, x.device))
 
 
-def correlate_axis(x: torch.Tensor, kernel: Sequence[float] | torch.Tensor, dim: int, *, mode: PadMode = "reflect") -> torch.Tensor:
+def correlate_axis(
+    x: torch.Tensor, kernel: Sequence[float] | torch.Tensor, dim: int, *, mode: PadMode = "reflect"
+) -> torch.Tensor:
     """Correlate ``x`` along one axis with a centred odd-length 1-D kernel (same size out)."""
     weights = [float(w) for w in kernel]
     radius = len(weights) // 2
@@ -76,7 +80,9 @@ def correlate_axis(x: torch.Tensor, kernel: Sequence[float] | torch.Tensor, dim:
     return out
 
 
-def separable_filter(x: torch.Tensor, kernel: Sequence[float] | torch.Tensor, *, mode: PadMode = "reflect") -> torch.Tensor:
+def separable_filter(
+    x: torch.Tensor, kernel: Sequence[float] | torch.Tensor, *, mode: PadMode = "reflect"
+) -> torch.Tensor:
     """Apply the same 1-D kernel along every axis of ``x``."""
     for dim in range(x.ndim):
         x = correlate_axis(x, kernel, dim, mode=mode)
@@ -92,7 +98,9 @@ def gaussian_kernel(sigma: float, *, radius: int | None = None) -> list[float]:
     return [v / total for v in values]
 
 
-def gaussian_filter(x: torch.Tensor, sigma: float, *, radius: int | None = None, mode: PadMode = "reflect") -> torch.Tensor:
+def gaussian_filter(
+    x: torch.Tensor, sigma: float, *, radius: int | None = None, mode: PadMode = "reflect"
+) -> torch.Tensor:
     """Isotropic Gaussian smoothing (in voxels)."""
     return separable_filter(x, gaussian_kernel(sigma, radius=radius), mode=mode)
 
@@ -158,7 +166,9 @@ def pad_axis_concat(x: torch.Tensor, dim: int, radius: int, mode: PadMode = "ref
     return torch.cat((left.flip(dim), x, right.flip(dim)), dim=dim)
 
 
-def window_sum_axes(x: torch.Tensor, radius: int, dims: Sequence[int], *, mode: PadMode = "reflect") -> torch.Tensor:
+def window_sum_axes(
+    x: torch.Tensor, radius: int, dims: Sequence[int], *, mode: PadMode = "reflect"
+) -> torch.Tensor:
     """Sum over ``2 * radius + 1`` samples along each axis in ``dims`` (the others untouched).
 
     Unlike :func:`box_filter`, leading axes can be a batch (pass only the spatial ``dims``),

@@ -9,7 +9,7 @@ to their documented values.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -38,38 +38,11 @@ def correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (xc * yc).sum(dim=1) / torch.sqrt((xc * xc).sum(dim=1) * (yc * yc).sum(dim=1))
 
 
-FFT_MIN_VOXELS = 1 << 20  # above this, wide separable filters run as one FFT product
+TILED_MIN_VOXELS = 1 << 20  # above this, window filters run tile by tile (see valid_tiles)
 
 
-def _filter_valid_fft(x: torch.Tensor, kernel: Sequence[float], dims: Sequence[int]) -> torch.Tensor:
-    """:func:`correlate_valid` by FFT: the circular convolution's tail is free of wrap-around."""
-    width = len(kernel)
-    flipped = torch.tensor(list(reversed([float(w) for w in kernel])), dtype=x.dtype, device=x.device)
-    spectrum = torch.fft.rfftn(x, dim=tuple(dims))
-    for position, dim in enumerate(dims):
-        length = x.shape[dim]
-        is_last = position == len(dims) - 1
-        factor = torch.fft.rfft(flipped, n=length) if is_last else torch.fft.fft(flipped, n=length)
-        shape = [1] * x.ndim
-        shape[dim] = factor.shape[0]
-        spectrum.mul_(factor.view(shape))
-    full = torch.fft.irfftn(spectrum, s=[x.shape[d] for d in dims], dim=tuple(dims))
-    for dim in dims:
-        full = full.narrow(dim, width - 1, x.shape[dim] - width + 1)
-    return full
-
-
-def correlate_valid(x: torch.Tensor, kernel: Sequence[float], dims: Sequence[int]) -> torch.Tensor:
-    """Correlate with a 1-D kernel along each axis in ``dims``, keeping only full windows.
-
-    A separable kernel applied this way equals SciPy's ``convolve2d(x, rot90(w, 2),
-    mode='valid')`` for the outer-product window ``w`` (and its 3-D analogue). Large
-    volumes are filtered by FFT (the same values to about 1e-12 of the data range).
-    """
-    weights = [float(w) for w in kernel]
+def _correlate_direct(x: torch.Tensor, weights: Sequence[float], dims: Sequence[int]) -> torch.Tensor:
     width = len(weights)
-    if x[0].numel() >= FFT_MIN_VOXELS and width > 3:
-        return _filter_valid_fft(x, weights, dims)
     for dim in dims:
         length = x.shape[dim] - width + 1
         out = x.narrow(dim, 0, length) * weights[0]
@@ -79,18 +52,34 @@ def correlate_valid(x: torch.Tensor, kernel: Sequence[float], dims: Sequence[int
     return x
 
 
-def box_mean_valid(x: torch.Tensor, width: int, dims: Sequence[int]) -> torch.Tensor:
-    """Mean over ``width``-wide windows along ``dims`` (full windows only).
+def _tiled(
+    x: torch.Tensor, width: int, dims: Sequence[int], compute: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Apply a 'valid' ``width``-wide window computation over all spatial axes tile by tile,
+    so that its temporaries stay in cache; small inputs go through in one piece."""
+    if tuple(dims) != spatial_dims(x) or x[0].numel() < TILED_MIN_VOXELS:
+        return compute(x)
+    out_shape = [s - width + 1 for s in x.shape[1:]]
+    out = x.new_empty([x.shape[0], *out_shape])
+    for block, tile in zip(output_blocks(x, out_shape), valid_tiles(x, width), strict=True):
+        out[block] = compute(x[tile])
+    return out
 
-    Running sums for images, one FFT product for large volumes.
+
+def correlate_valid(x: torch.Tensor, kernel: Sequence[float], dims: Sequence[int]) -> torch.Tensor:
+    """Correlate with a 1-D kernel along each axis in ``dims``, keeping only full windows.
+
+    A separable kernel applied this way equals SciPy's ``convolve2d(x, rot90(w, 2),
+    mode='valid')`` for the outer-product window ``w`` (and its 3-D analogue).
     """
-    if x[0].numel() >= FFT_MIN_VOXELS:
-        return _filter_valid_fft(x, [1.0 / width] * width, dims)
-    for dim in dims:
-        length = x.shape[dim] - width + 1
-        csum = torch.nn.functional.pad(x.movedim(dim, -1), (1, 0)).cumsum(dim=-1).movedim(-1, dim)
-        x = (csum.narrow(dim, width, length) - csum.narrow(dim, 0, length)) / width
-    return x
+    weights = [float(w) for w in kernel]
+    return _tiled(x, len(weights), dims, lambda tile: _correlate_direct(tile, weights, dims))
+
+
+def box_mean_valid(x: torch.Tensor, width: int, dims: Sequence[int]) -> torch.Tensor:
+    """Mean over ``width``-wide windows along ``dims`` (full windows only), from exact window sums."""
+    count = float(width ** len(dims))
+    return _tiled(x, width, dims, lambda tile: box_sum_valid(tile, width, dims).div_(count))
 
 
 def gaussian_window_1d(width: int, sigma: float) -> list[float]:

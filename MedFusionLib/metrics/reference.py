@@ -30,8 +30,8 @@ from .filters import (
     histogram,
     joint_histogram,
     mutual_information,
-    sobel_gradients,
     spatial_dims,
+    valid_tiles,
 )
 from .registry import register_metric
 
@@ -163,46 +163,58 @@ def sum_of_correlations_of_differences(a: Tensor, b: Tensor, f: Tensor) -> dict[
     return _parts(part_a + part_b, part_a, part_b, "SCD")
 
 
-def _vif_pixel(ref: Tensor, dist: Tensor) -> Tensor:
-    """Pixel-domain VIF (Sheikh & Bovik 2006) of ``dist`` against ``ref``, per batch item.
+def _vif_terms(sigma1_sq: Tensor, sigma2_sq: Tensor, sigma12: Tensor) -> tuple[Tensor, Tensor]:
+    """VIFp numerator and denominator sums of one scale, with the reference's clamping."""
+    g = sigma12 / (sigma1_sq + VIF_EPS)
+    sv_sq = sigma2_sq - g * sigma12
+    flat_ref = sigma1_sq < VIF_EPS
+    g = torch.where(flat_ref, 0.0, g)
+    sv_sq = torch.where(flat_ref, sigma2_sq, sv_sq)
+    sigma1_sq = torch.where(flat_ref, 0.0, sigma1_sq)
+    flat_dist = sigma2_sq < VIF_EPS
+    g = torch.where(flat_dist, 0.0, g)
+    sv_sq = torch.where(flat_dist, 0.0, sv_sq)
+    negative = g < 0
+    sv_sq = torch.where(negative, sigma2_sq, sv_sq)
+    g = g.clamp(min=0)
+    sv_sq = sv_sq.clamp(min=VIF_EPS)
+    num = batch_sum(torch.log10(1 + g * g * sigma1_sq / (sv_sq + VIF_NOISE_VARIANCE)))
+    den = batch_sum(torch.log10(1 + sigma1_sq / VIF_NOISE_VARIANCE))
+    return num, den
+
+
+def _vif_pixel(refs: list[Tensor], dist: Tensor) -> list[Tensor]:
+    """Pixel-domain VIF (Sheikh & Bovik 2006) of ``dist`` against each of ``refs``, per batch item.
 
     Four scales; scale ``s`` uses a Gaussian window of width ``2^(5-s) + 1`` and sigma
     ``width / 5``; filtering is 'valid'; from scale 2 the images are low-passed and
     decimated by two. Noise variance 2, the reference's clamping of the local statistics.
-    Returns NaN where the reference returns 1.0 (a constant reference image: 0 / 0).
+    Each scale runs tile by tile so its temporaries stay in cache. Returns NaN where the
+    reference returns 1.0 (a constant reference image: 0 / 0).
     """
-    dims = spatial_dims(ref)
-    num = torch.zeros(ref.shape[0], dtype=ref.dtype, device=ref.device)
-    den = torch.zeros_like(num)
+    dims = spatial_dims(dist)
+    zeros = torch.zeros(dist.shape[0], dtype=dist.dtype, device=dist.device)
+    num = [zeros.clone() for _ in refs]
+    den = [zeros.clone() for _ in refs]
     for scale in range(1, VIF_SCALES + 1):
         width = 2 ** (VIF_SCALES - scale + 1) + 1
         window = gaussian_window_1d(width, width / 5.0)
         if scale > 1:
-            ref = downsample(correlate_valid(ref, window, dims))
+            refs = [downsample(correlate_valid(ref, window, dims)) for ref in refs]
             dist = downsample(correlate_valid(dist, window, dims))
-        mu1 = correlate_valid(ref, window, dims)
-        mu2 = correlate_valid(dist, window, dims)
-        sigma1_sq = (correlate_valid(ref * ref, window, dims) - mu1 * mu1).clamp_(min=0)
-        sigma2_sq = (correlate_valid(dist * dist, window, dims) - mu2 * mu2).clamp_(min=0)
-        sigma12 = correlate_valid(ref * dist, window, dims) - mu1 * mu2
-
-        g = sigma12 / (sigma1_sq + VIF_EPS)
-        sv_sq = sigma2_sq - g * sigma12
-        flat_ref = sigma1_sq < VIF_EPS
-        g = torch.where(flat_ref, 0.0, g)
-        sv_sq = torch.where(flat_ref, sigma2_sq, sv_sq)
-        sigma1_sq = torch.where(flat_ref, 0.0, sigma1_sq)
-        flat_dist = sigma2_sq < VIF_EPS
-        g = torch.where(flat_dist, 0.0, g)
-        sv_sq = torch.where(flat_dist, 0.0, sv_sq)
-        negative = g < 0
-        sv_sq = torch.where(negative, sigma2_sq, sv_sq)
-        g = g.clamp(min=0)
-        sv_sq = sv_sq.clamp(min=VIF_EPS)
-
-        num += batch_sum(torch.log10(1 + g * g * sigma1_sq / (sv_sq + VIF_NOISE_VARIANCE)))
-        den += batch_sum(torch.log10(1 + sigma1_sq / VIF_NOISE_VARIANCE))
-    return num / den
+        for tile in valid_tiles(dist, width):
+            d = dist[tile]
+            mu2 = correlate_valid(d, window, dims)
+            sigma2_sq = (correlate_valid(d * d, window, dims) - mu2 * mu2).clamp_(min=0)
+            for k, ref in enumerate(refs):
+                r = ref[tile]
+                mu1 = correlate_valid(r, window, dims)
+                sigma1_sq = (correlate_valid(r * r, window, dims) - mu1 * mu1).clamp_(min=0)
+                sigma12 = correlate_valid(r * d, window, dims) - mu1 * mu2
+                tile_num, tile_den = _vif_terms(sigma1_sq, sigma2_sq, sigma12)
+                num[k] += tile_num
+                den[k] += tile_den
+    return [n / d for n, d in zip(num, den, strict=True)]
 
 
 @register_metric(
@@ -221,14 +233,41 @@ def visual_information_fidelity(a: Tensor, b: Tensor, f: Tensor) -> dict[str, Te
     3-D: cubic Gaussian windows and decimation along all three axes. The image must be
     at least 41 voxels along each axis (four scales of 'valid' filtering and decimation).
     """
-    part_a = _vif_pixel(a, f)
-    part_b = _vif_pixel(b, f)
+    part_a, part_b = _vif_pixel([a, b], f)
     return _parts(part_a + part_b, part_a, part_b, "VIF")
 
 
+def _sobel_valid(x: Tensor) -> list[Tensor]:
+    """Sobel derivatives of the interior of ``x`` (one sample lost at each side of every axis).
+
+    Applied to a zero-padded image this equals the reference's ``convolve2d(..., 'same')``
+    Sobel (rows: ``[[1, 2, 1], [0, 0, 0], [-1, -2, -1]]``, columns: ``[[-1, 0, 1], [-2, 0, 2],
+    [-1, 0, 1]]``, both convolved).
+    """
+    dims = spatial_dims(x)
+    derivatives = []
+    for dim in dims:
+        length = x.shape[dim] - 2
+        ahead, behind = x.narrow(dim, 2, length), x.narrow(dim, 0, length)
+        # the reference's column Sobel differentiates right-to-left; with pi/2 standing in for
+        # atan where Sx = 0 the sign convention matters, so it is kept
+        g = behind - ahead if len(dims) == 2 and dim == 2 else ahead - behind
+        for other in dims:
+            if other != dim:
+                inner = g.shape[other] - 2
+                g = (g.narrow(other, 0, inner) + g.narrow(other, 2, inner)).add_(
+                    g.narrow(other, 1, inner), alpha=2.0
+                )
+        derivatives.append(g)
+    return derivatives
+
+
 def _edge_strength_and_orientation(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Sobel gradient magnitude and orientation (2-D: ``atan(Sy / Sx)``, pi/2 where ``Sx = 0``)."""
-    gradients = sobel_gradients(x)
+    """Sobel gradient magnitude and orientation of a padded tile.
+
+    2-D: ``atan(Sy / Sx)`` with pi/2 where ``Sx = 0`` (the reference); 3-D: the gradient vectors.
+    """
+    gradients = _sobel_valid(x)
     strength = torch.sqrt(sum(g * g for g in gradients))
     if len(gradients) == 2:
         s_y, s_x = gradients
@@ -275,30 +314,46 @@ def edge_transfer(a: Tensor, b: Tensor, f: Tensor) -> dict[str, Tensor]:
     A's edge strength), likewise ``Qabf_B``; ``Qabf`` is their average weighted by each
     source's total edge strength.
     """
-    strength_a, orient_a = _edge_strength_and_orientation(a)
-    strength_b, orient_b = _edge_strength_and_orientation(b)
-    strength_f, orient_f = _edge_strength_and_orientation(f)
-    kept_a = batch_sum(_edge_preservation(strength_a, orient_a, strength_f, orient_f) * strength_a)
-    kept_b = batch_sum(_edge_preservation(strength_b, orient_b, strength_f, orient_f) * strength_b)
-    total_a, total_b = batch_sum(strength_a), batch_sum(strength_b)
+    padded = [torch.nn.functional.pad(x, (1, 1) * (x.ndim - 1)) for x in (a, b, f)]
+    kept_a, kept_b, total_a, total_b = (
+        torch.zeros(a.shape[0], dtype=a.dtype, device=a.device) for _ in range(4)
+    )
+    for tile in valid_tiles(padded[0], 3):  # tiles keep the per-pixel temporaries in cache
+        (strength_a, orient_a), (strength_b, orient_b), (strength_f, orient_f) = (
+            _edge_strength_and_orientation(x[tile]) for x in padded
+        )
+        kept_a += batch_sum(_edge_preservation(strength_a, orient_a, strength_f, orient_f) * strength_a)
+        kept_b += batch_sum(_edge_preservation(strength_b, orient_b, strength_f, orient_f) * strength_b)
+        total_a += batch_sum(strength_a)
+        total_b += batch_sum(strength_b)
     return _parts((kept_a + kept_b) / (total_a + total_b), kept_a / total_a, kept_b / total_b, "Qabf")
 
 
-def ssim_map(x: Tensor, y: Tensor, *, width: int = SSIM_WINDOW) -> Tensor:
-    """Local SSIM over every full ``width``-wide uniform window (scikit-image's defaults).
+def mean_ssim(x: Tensor, others: list[Tensor], *, width: int = SSIM_WINDOW) -> list[Tensor]:
+    """Mean local SSIM of ``x`` with each of ``others`` over every full ``width``-wide window.
 
-    Sample covariances (``n / (n - 1)``), ``C1 = (0.01 L)^2``, ``C2 = (0.03 L)^2``,
-    ``L = 255``; Wang, Bovik, Sheikh & Simoncelli, IEEE Trans. Image Process. 13(4), 2004.
+    scikit-image's defaults: uniform window, sample covariances (``n / (n - 1)``),
+    ``C1 = (0.01 L)^2``, ``C2 = (0.03 L)^2``, ``L = 255`` (Wang, Bovik, Sheikh & Simoncelli,
+    IEEE Trans. Image Process. 13(4), 2004). Computed tile by tile from exact window sums.
     """
     dims = spatial_dims(x)
     count = width ** len(dims)
     cov_norm = count / (count - 1)
-    ux, uy = box_mean_valid(x, width, dims), box_mean_valid(y, width, dims)
-    vx = cov_norm * (box_mean_valid(x * x, width, dims) - ux * ux)
-    vy = cov_norm * (box_mean_valid(y * y, width, dims) - uy * uy)
-    vxy = cov_norm * (box_mean_valid(x * y, width, dims) - ux * uy)
     c1, c2 = (SSIM_K1 * DATA_RANGE) ** 2, (SSIM_K2 * DATA_RANGE) ** 2
-    return (2 * ux * uy + c1) * (2 * vxy + c2) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    totals = [torch.zeros(x.shape[0], dtype=x.dtype, device=x.device) for _ in others]
+    for tile in valid_tiles(x, width):
+        tx = x[tile]
+        ux = box_mean_valid(tx, width, dims)
+        vx = cov_norm * (box_mean_valid(tx * tx, width, dims) - ux * ux)
+        for k, other in enumerate(others):
+            ty = other[tile]
+            uy = box_mean_valid(ty, width, dims)
+            vy = cov_norm * (box_mean_valid(ty * ty, width, dims) - uy * uy)
+            vxy = cov_norm * (box_mean_valid(tx * ty, width, dims) - ux * uy)
+            ssim = (2 * ux * uy + c1) * (2 * vxy + c2) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+            totals[k] += batch_sum(ssim)
+    windows = math.prod(s - width + 1 for s in x.shape[1:])
+    return [total / windows for total in totals]
 
 
 @register_metric(
@@ -312,8 +367,7 @@ def ssim_map(x: Tensor, y: Tensor, *, width: int = SSIM_WINDOW) -> Tensor:
 )
 def structural_similarity(a: Tensor, b: Tensor, f: Tensor) -> dict[str, Tensor]:
     """Mean local SSIM of F with each source (windows that fit entirely), summed as the reference does."""
-    part_a = batch_mean(ssim_map(f, a))
-    part_b = batch_mean(ssim_map(f, b))
+    part_a, part_b = mean_ssim(f, [a, b])
     return _parts(part_a + part_b, part_a, part_b, "SSIM")
 
 
