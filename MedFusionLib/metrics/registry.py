@@ -103,11 +103,13 @@ def get_metric(name: str) -> Metric:
 
 
 def list_metrics() -> list[Metric]:
-    """All registered metrics, in registration order (the reference eleven first)."""
-    from . import _load_all
+    """All registered metrics: module by module in the package's order (the reference eleven
+    first), each module's in registration order, whatever order the modules were imported in."""
+    from . import _FAMILY_MODULES, _load_all
 
     _load_all()
-    return list(_REGISTRY.values())
+    rank = {f"{__package__}.{module}": index for index, module in enumerate(_FAMILY_MODULES)}
+    return sorted(_REGISTRY.values(), key=lambda metric: rank.get(metric.function.__module__, len(rank)))
 
 
 def metrics_markdown() -> str:
