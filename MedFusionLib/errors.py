@@ -22,3 +22,7 @@ class ParameterError(MedFusionError):
 
 class GeometryError(MedFusionError):
     """Two images cannot be put on one grid (for example they do not overlap)."""
+
+
+class RegistrationError(MedFusionError):
+    """Registration failed: no improvement of the metric, or the result leaves the field of view."""
