@@ -1,4 +1,4 @@
-"""The ``medfusion`` command: ``methods``, ``fuse``, ``metrics``, ``benchmark`` and ``demo``.
+"""The ``medfusion`` command: ``methods``, ``fuse``, ``register``, ``metrics``, ``benchmark`` and ``demo``.
 
 Errors caused by the input print one line on stderr (``medfusion: error: ...``) and exit
 with status 2; no output file is left behind (outputs are written under a temporary name
@@ -108,6 +108,13 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     a = read_image(args.a, modality=args.modality_a)
     b = read_image(args.b, modality=args.modality_b)
     check_output_path(out, ndim=a.ndim)
+    registration = None
+    if args.register != "none":
+        from .registration import register
+
+        registration = register(a, b, type=args.register, name_fixed=str(args.a), name_moving=str(args.b))
+        for warning in registration.warnings:
+            print(f"medfusion: warning: {warning}", file=sys.stderr)
     result = fuse_images(
         a,
         b,
@@ -120,16 +127,81 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         name_a=str(args.a),
         name_b=str(args.b),
         progress=_progress_bar(f"fusing ({spec.name})"),
+        transform=None if registration is None else registration.transform,
     )
     write_image(result.image, out)
     if args.json:
+        record = {"inputs": [str(args.a), str(args.b)], "output": str(out), **result.summary()}
+        record["registration"] = None if registration is None else registration.summary()
+        print(json.dumps(record, indent=2))
+    else:
+        print(f"{out} ({spec.name}, {result.seconds:.2f} s on {result.device})")
+    return 0
+
+
+TRANSFORM_SUFFIXES = (".tfm", ".txt", ".h5")
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    import SimpleITK as sitk
+
+    from .registration import register
+    from .registration_qa import save_registration_qa
+
+    out = Path(args.output)
+    if out.suffix.lower() not in TRANSFORM_SUFFIXES:
+        raise ParameterError(f"transform file {out} must end in {', '.join(TRANSFORM_SUFFIXES)}")
+    if not out.parent.is_dir():
+        raise ParameterError(f"output folder {out.parent} does not exist")
+    if args.qa and Path(args.qa).suffix.lower() != ".png":
+        raise ParameterError(f"--qa {args.qa} must be a .png file")
+    if args.resampled:
+        check_output_path(Path(args.resampled))
+    fixed, moving = read_image(args.fixed), read_image(args.moving)
+    if args.resampled:
+        check_output_path(Path(args.resampled), ndim=fixed.ndim)
+    result = register(
+        fixed,
+        moving,
+        type=args.type,
+        initialisation=args.initialisation,
+        sampling_fraction=args.sampling,
+        seed=args.seed,
+        name_fixed=str(args.fixed),
+        name_moving=str(args.moving),
+    )
+    for warning in result.warnings:
+        print(f"medfusion: warning: {warning}", file=sys.stderr)
+    temporary = out.with_name(f".{out.stem}.tmp{out.suffix}")
+    try:
+        sitk.WriteTransform(result.transform, str(temporary))
+        temporary.replace(out)
+    finally:
+        temporary.unlink(missing_ok=True)
+    if args.resampled:
+        from .preprocess import resample_to
+
+        write_image(resample_to(moving, fixed, transform=result.transform), Path(args.resampled))
+    if args.qa:
+        save_registration_qa(
+            fixed, moving, result.transform, args.qa, title=f"{args.moving} -> {args.fixed} ({args.type})"
+        )
+    if args.json:
         print(
             json.dumps(
-                {"inputs": [str(args.a), str(args.b)], "output": str(out), **result.summary()}, indent=2
+                {
+                    "fixed": str(args.fixed),
+                    "moving": str(args.moving),
+                    "transform": str(out),
+                    **result.summary(),
+                },
+                indent=2,
             )
         )
     else:
-        print(f"{out} ({spec.name}, {result.seconds:.2f} s on {result.device})")
+        print(
+            f"{out} ({args.type}, MI {-result.metric_initial:.4f} -> {-result.metric_final:.4f}, {result.seconds:.1f} s)"
+        )
     return 0
 
 
@@ -257,8 +329,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--window-b", help="intensity window of B")
     p.add_argument("--interpolation", default="linear", help="resampling of B: linear, nearest or bspline")
+    p.add_argument(
+        "--register",
+        default="none",
+        choices=("none", "rigid", "affine", "bspline"),
+        help="register B to A first with mutual information (default none: slice pairs come registered)",
+    )
     p.add_argument("--json", action="store_true", help="print what was done as JSON")
     p.set_defaults(run=cmd_fuse)
+
+    p = sub.add_parser("register", help="register MOVING onto FIXED (Mattes mutual information)")
+    p.add_argument("fixed", metavar="FIXED", help="the reference image")
+    p.add_argument("moving", metavar="MOVING", help="the image to align")
+    p.add_argument(
+        "-o", "--output", required=True, help="ITK transform file (.tfm, .txt or .h5): FIXED to MOVING points"
+    )
+    p.add_argument("--type", default="rigid", choices=("rigid", "affine", "bspline"), help="default rigid")
+    p.add_argument("--initialisation", default="geometry", choices=("geometry", "moments"), help="centring")
+    p.add_argument("--sampling", type=float, default=0.1, help="fraction of voxels sampled (default 0.1)")
+    p.add_argument("--seed", type=int, default=20261124, help="sampling seed (fixed: results repeat)")
+    p.add_argument("--resampled", help="also write MOVING resampled onto FIXED's grid")
+    p.add_argument("--qa", help="write a PNG checkerboard and edge overlay of the mid-slices")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(run=cmd_register)
 
     p = sub.add_parser("metrics", help="score a fused image against its two sources")
     p.add_argument("a", metavar="A", help="first source (anatomical)")

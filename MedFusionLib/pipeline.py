@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 
 from .colour import luminance, rgb_to_ycbcr, ycbcr_to_rgb
 from .errors import InputError
@@ -81,6 +82,7 @@ def fuse_images(
     name_b: str = "image B",
     max_slab_voxels: int = DEFAULT_MAX_SLAB_VOXELS,
     progress: ProgressCallback | None = None,
+    transform: sitk.Transform | None = None,
 ) -> FusionResult:
     """Fuse ``b`` into ``a``'s grid with a registered method.
 
@@ -96,6 +98,8 @@ def fuse_images(
         name_a, name_b: how errors name the two inputs (file paths in the CLI).
         max_slab_voxels: volumes above this fuse in overlapping slabs.
         progress: ``progress(done, total)`` after each slab.
+        transform: a registration result (``a``'s points to ``b``'s, ITK's convention) used
+            when resampling ``b`` onto ``a``; see :mod:`MedFusionLib.registration`.
 
     Returns:
         A :class:`FusionResult` whose image is float32 in ``[0, 1]`` (RGB when a source
@@ -114,7 +118,9 @@ def fuse_images(
     if a.ndim not in spec.dims:
         raise InputError(f"{spec.name} does not fuse {a.ndim}-D images ({name_a})")
 
-    b_on_a = resample_to(b, a, interpolation=interpolation, name=name_b, reference_name=name_a)
+    b_on_a = resample_to(
+        b, a, interpolation=interpolation, transform=transform, name=name_b, reference_name=name_a
+    )
     gray_a = _normalised_gray(a, name=name_a, window=window_a)
     gray_b = _normalised_gray(b_on_a, name=name_b, window=window_b)
 

@@ -33,6 +33,7 @@ from .image import Image
 TRANSFORM_TYPES = ("rigid", "affine", "bspline")
 INITIALISATIONS = ("geometry", "moments")
 DEFAULT_SEED = 20261124
+BSPLINE_ITERATIONS = 20  # per level; L-BFGS-B on a coarse (40 mm) control grid converges early
 MIN_OVERLAP = 0.25  # of the fixed image's corners-box volume that must map inside the moving image
 
 
@@ -158,6 +159,15 @@ def _run(
     return method.Execute(fixed, moving), iterations
 
 
+def _unwrap(transform: sitk.Transform) -> sitk.Transform:
+    """The single transform inside a one-element composite (what Slicer and readers expect)."""
+    if transform.GetName() == "CompositeTransform":
+        composite = sitk.CompositeTransform(transform)
+        if composite.GetNumberOfTransforms() == 1:
+            return composite.GetNthTransform(0).Downcast()
+    return transform.Downcast() if hasattr(transform, "Downcast") else transform
+
+
 def _mask(mask: Image | None) -> sitk.Image | None:
     if mask is None:
         return None
@@ -248,14 +258,11 @@ def register(
     rigid.SetOptimizerScalesFromPhysicalShift()
     rigid.SetInitialTransform(initial_transform, inPlace=False)
     transform, iterations = _run(rigid, fixed_itk, moving_itk)
+    transform = _unwrap(transform)
 
     if type in ("affine", "bspline"):
         affine = sitk.AffineTransform(fixed.ndim)
-        rigid_part = (
-            sitk.CompositeTransform(transform).GetNthTransform(0)
-            if isinstance(transform, sitk.CompositeTransform)
-            else transform
-        )
+        rigid_part = transform
         affine.SetMatrix(rigid_part.GetMatrix())
         affine.SetTranslation(rigid_part.GetTranslation())
         affine.SetCenter(rigid_part.GetCenter())
@@ -270,6 +277,7 @@ def register(
         stage.SetOptimizerScalesFromPhysicalShift()
         stage.SetInitialTransform(affine, inPlace=False)
         transform, more = _run(stage, fixed_itk, moving_itk)
+        transform = _unwrap(transform)
         iterations += more
     if type == "bspline":
         physical = [sz * sp for sz, sp in zip(fixed_itk.GetSize(), fixed_itk.GetSpacing(), strict=True)]
@@ -277,7 +285,9 @@ def register(
         bspline = sitk.BSplineTransformInitializer(fixed_itk, mesh, order=3)
         stage = _method(fixed_itk, **options)
         stage.SetOptimizerAsLBFGSB(
-            gradientConvergenceTolerance=1e-5, numberOfIterations=100, maximumNumberOfCorrections=5
+            gradientConvergenceTolerance=1e-4,
+            numberOfIterations=BSPLINE_ITERATIONS,
+            maximumNumberOfCorrections=5,
         )
         stage.SetMovingInitialTransform(transform)
         stage.SetInitialTransform(bspline, inPlace=True)

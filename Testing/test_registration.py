@@ -53,3 +53,84 @@ def test_non_overlapping_images_and_bad_options_are_refused() -> None:
         register(t1, t1, type="elastic")
     with pytest.raises(ParameterError, match="sampling_fraction"):
         register(t1, t1, sampling_fraction=0)
+
+
+def test_register_command_writes_a_transform_slicer_and_simpleitk_read(tmp_path, capsys) -> None:  # noqa: ANN001
+    from MedFusionLib.cli import main
+
+    t1 = read_image(mni_path("spm_T1"))
+    moving = tmp_path / "moved.nii.gz"
+    sitk.WriteImage(moved(t1, TRUTH).to_sitk(), str(moving))
+    out, qa, resampled = tmp_path / "t1.tfm", tmp_path / "qa.png", tmp_path / "on_fixed.nii.gz"
+    code = main(
+        [
+            "register",
+            str(mni_path("spm_T1")),
+            str(moving),
+            "-o",
+            str(out),
+            "--qa",
+            str(qa),
+            "--resampled",
+            str(resampled),
+            "--json",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    record = __import__("json").loads(captured.out)
+    assert record["type"] == "rigid" and record["metric_final"] < record["metric_initial"]
+    transform = sitk.ReadTransform(str(out))
+    assert transform.GetName() == "Euler3DTransform"
+    assert mean_tre(transform, TRUTH, t1) < 0.5
+    assert qa.stat().st_size > 10_000
+    aligned = sitk.ReadImage(str(resampled))
+    assert aligned.GetSize() == t1.to_sitk().GetSize()
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_register_command_refuses_bad_input_before_work(tmp_path, capsys) -> None:  # noqa: ANN001
+    from MedFusionLib.cli import main
+
+    t1 = str(mni_path("spm_T1"))
+    for args, culprit in (
+        ([t1, t1, "-o", str(tmp_path / "t.mat")], "t.mat"),
+        ([t1, str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "t.tfm")], "missing.nii.gz"),
+        ([t1, t1, "-o", str(tmp_path / "t.tfm"), "--qa", str(tmp_path / "qa.jpg")], "qa.jpg"),
+        ([t1, t1, "-o", str(tmp_path / "t.tfm"), "--type", "elastic"], "elastic"),
+    ):
+        try:
+            code = main(["register", *args])
+        except SystemExit as exit_:  # argparse's own usage errors
+            code = exit_.code
+        err = capsys.readouterr().err
+        assert code == 2 and culprit in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_fuse_with_registration_aligns_a_moved_pet(tmp_path, capsys) -> None:  # noqa: ANN001
+    from MedFusionLib.cli import main
+
+    pet = read_image(mni_path("spm_PET"))
+    moving = tmp_path / "pet_moved.nii.gz"
+    sitk.WriteImage(moved(pet, TRUTH).to_sitk(), str(moving))
+    out = tmp_path / "fused.nii.gz"
+    code = main(
+        [
+            "fuse",
+            str(mni_path("spm_T1")),
+            str(moving),
+            "-o",
+            str(out),
+            "--method",
+            "average",
+            "--register",
+            "rigid",
+            "--json",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    record = __import__("json").loads(captured.out)
+    assert record["registration"]["type"] == "rigid"
+    assert sitk.ReadImage(str(out)).GetSize() == read_image(mni_path("spm_T1")).to_sitk().GetSize()
