@@ -134,3 +134,15 @@ def test_fuse_with_registration_aligns_a_moved_pet(tmp_path, capsys) -> None:  #
     record = __import__("json").loads(captured.out)
     assert record["registration"]["type"] == "rigid"
     assert sitk.ReadImage(str(out)).GetSize() == read_image(mni_path("spm_T1")).to_sitk().GetSize()
+
+
+def test_rigid_undoes_a_known_displacement_of_spect_stored_flipped() -> None:
+    t1, spect = read_image(mni_path("spm_T1")), read_image(mni_path("spm_SPECT"))
+    baseline = register(t1, spect).transform
+
+    class Expected:
+        def TransformPoint(self, point):  # noqa: ANN001, ANN202, N802 (ITK's name)
+            return TRUTH.TransformPoint(baseline.TransformPoint(point))
+
+    result = register(t1, moved(spect, TRUTH))
+    assert mean_tre(result.transform, Expected(), t1) < 1.0
