@@ -247,25 +247,8 @@ def register(
     evaluator.SetInitialTransform(initial_transform, inPlace=False)
     metric_initial = evaluator.MetricEvaluate(fixed_itk, moving_itk)
 
-    rigid = _method(fixed_itk, **options)
-    rigid.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=1.0,
-        minStep=1e-4,
-        numberOfIterations=200,
-        relaxationFactor=0.5,
-        gradientMagnitudeTolerance=1e-8,
-    )
-    rigid.SetOptimizerScalesFromPhysicalShift()
-    rigid.SetInitialTransform(initial_transform, inPlace=False)
-    transform, iterations = _run(rigid, fixed_itk, moving_itk)
-    transform = _unwrap(transform)
-
-    if type in ("affine", "bspline"):
-        affine = sitk.AffineTransform(fixed.ndim)
-        rigid_part = transform
-        affine.SetMatrix(rigid_part.GetMatrix())
-        affine.SetTranslation(rigid_part.GetTranslation())
-        affine.SetCenter(rigid_part.GetCenter())
+    def linear_stage(start: sitk.Transform) -> tuple[sitk.Transform, list[int]]:
+        """Optimise a rigid or affine transform with regular-step gradient descent."""
         stage = _method(fixed_itk, **options)
         stage.SetOptimizerAsRegularStepGradientDescent(
             learningRate=1.0,
@@ -275,9 +258,17 @@ def register(
             gradientMagnitudeTolerance=1e-8,
         )
         stage.SetOptimizerScalesFromPhysicalShift()
-        stage.SetInitialTransform(affine, inPlace=False)
-        transform, more = _run(stage, fixed_itk, moving_itk)
-        transform = _unwrap(transform)
+        stage.SetInitialTransform(start, inPlace=False)
+        result, counts = _run(stage, fixed_itk, moving_itk)
+        return _unwrap(result), counts
+
+    transform, iterations = linear_stage(initial_transform)
+    if type in ("affine", "bspline"):
+        affine = sitk.AffineTransform(fixed.ndim)
+        affine.SetMatrix(transform.GetMatrix())
+        affine.SetTranslation(transform.GetTranslation())
+        affine.SetCenter(transform.GetCenter())
+        transform, more = linear_stage(affine)
         iterations += more
     if type == "bspline":
         physical = [sz * sp for sz, sp in zip(fixed_itk.GetSize(), fixed_itk.GetSpacing(), strict=True)]
