@@ -67,16 +67,24 @@ def save_montage(columns: Sequence[tuple[str, Image]], path: str | Path, *, titl
     Each column shows the image's axial, coronal and sagittal mid-slices from top to bottom
     (one slice for 2-D images).
     """
-    tiles = [(label, orthogonal_slices(image)) for label, image in columns]
-    rows = max(len(t) for _, t in tiles)
+    return save_tile_columns(
+        [(label, orthogonal_slices(image)) for label, image in columns], path, title=title
+    )
+
+
+def save_tile_columns(
+    columns: Sequence[tuple[str, Sequence[PILImage.Image]]], path: str | Path, *, title: str = ""
+) -> Path:
+    """Write labelled columns of ``TILE``-sized tiles as one PNG (atomically); returns the path."""
+    rows = max(len(tiles) for _, tiles in columns)
     top = LABEL_HEIGHT * (2 if title else 1)
-    canvas = PILImage.new("RGB", (len(tiles) * TILE, top + rows * TILE), "black")
+    canvas = PILImage.new("RGB", (len(columns) * TILE, top + rows * TILE), "black")
     draw = ImageDraw.Draw(canvas)
     if title:
         draw.text((4, 3), title, fill="white")
-    for c, (label, column) in enumerate(tiles):
+    for c, (label, tiles) in enumerate(columns):
         draw.text((c * TILE + 4, top - LABEL_HEIGHT + 3), label[:32], fill="white")
-        for r, tile in enumerate(column):
+        for r, tile in enumerate(tiles):
             canvas.paste(tile, (c * TILE, top + r * TILE))
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.png")

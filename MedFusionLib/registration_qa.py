@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from PIL import Image as PILImage
-from PIL import ImageChops, ImageDraw, ImageFilter
+from PIL import ImageChops, ImageFilter
 
 from .colour import luminance
 from .image import Image
-from .montage import LABEL_HEIGHT, TILE, orthogonal_slices
+from .montage import TILE, orthogonal_slices, save_tile_columns
 from .preprocess import resample_to
 
 SQUARES = 8
@@ -64,17 +64,4 @@ def save_registration_qa(
             [_edge_overlay(f, m) for f, m in zip(fixed_tiles, moved_tiles, strict=True)],
         ),
     ]
-    top = LABEL_HEIGHT * (2 if title else 1)
-    canvas = PILImage.new("RGB", (len(columns) * TILE, top + len(fixed_tiles) * TILE), "black")
-    draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((4, 3), title, fill="white")
-    for c, (label, tiles) in enumerate(columns):
-        draw.text((c * TILE + 4, top - LABEL_HEIGHT + 3), label, fill="white")
-        for r, tile in enumerate(tiles):
-            canvas.paste(tile, (c * TILE, top + r * TILE))
-    path = Path(path)
-    temporary = path.with_name(f".{path.stem}.tmp.png")
-    canvas.save(temporary)
-    temporary.replace(path)
-    return path
+    return save_tile_columns(columns, path, title=title)

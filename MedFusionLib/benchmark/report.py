@@ -11,6 +11,7 @@ import os
 import platform
 import tempfile
 from collections.abc import Mapping, Sequence
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -47,10 +48,14 @@ def _cell(value: float | None, *, bold: bool = False, digits: int = 3) -> str:
     return f"**{text}**" if bold else text
 
 
+@cache
+def _lower_is_better() -> frozenset[str]:
+    return frozenset(m.name for m in list_metrics() if not m.higher_is_better)
+
+
 def _higher_is_better(key: str) -> bool:
     name = key.removesuffix("_A").removesuffix("_B")
-    lower = {m.name for m in list_metrics() if not m.higher_is_better}
-    return name not in lower and key != "ms_per_pair"
+    return name not in _lower_is_better() and key != "ms_per_pair"
 
 
 def mean_ranks(means: Mapping[str, Mapping[str, float]], metrics: Sequence[str]) -> dict[str, float]:

@@ -75,12 +75,12 @@ def fused_grey_levels(fused: np.ndarray) -> np.ndarray:
     return np.round(np.clip(np.round(fused.astype(np.float64) * 255.0, TIE_DECIMALS), 0, 255))
 
 
-def _load_grey(path, *, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Grey levels (0-255) and an RGB view (uint8) of a 2-D benchmark image."""
+def _load_grey(path, *, name: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Grey levels (0-255), an RGB view (uint8) and whether it is pseudo-colour."""
     image = read_image(path)
     grey = grey_levels_from_image(image, name=name)
     rgb = image.array if image.is_rgb else np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
-    return grey, rgb.astype(np.uint8)
+    return grey, rgb.astype(np.uint8), image.is_pseudo_colour
 
 
 def _colourise(fused_grey: np.ndarray, source_rgb: np.ndarray) -> np.ndarray:
@@ -100,6 +100,7 @@ def run_benchmark(
 ) -> list[SetResult]:
     """Fuse and score every pair of every set with every method (default: all registered)."""
     specs = [get_method(m) for m in methods] if methods else list_methods()
+    defaults = {spec.name: spec.resolve_parameters(None) for spec in specs}
     dev = resolve_device(device)
     previous_threads = torch.get_num_threads()
     if dev.type == "cpu":
@@ -113,18 +114,17 @@ def run_benchmark(
             for index, pair in enumerate(pair_set.pairs):
                 if progress:
                     progress(f"{pair_set.name} {index + 1}/{len(pair_set.pairs)} ({pair.id})")
-                grey_a, rgb_a = _load_grey(pair.path_a, name=str(pair.path_a))
-                grey_b, rgb_b = _load_grey(pair.path_b, name=str(pair.path_b))
+                grey_a, rgb_a, _ = _load_grey(pair.path_a, name=str(pair.path_a))
+                grey_b, rgb_b, colour_b = _load_grey(pair.path_b, name=str(pair.path_b))
                 if pair is example:
                     example_sources = (rgb_a, rgb_b)
                 a = (grey_a / 255.0).astype(np.float32)
                 b = (grey_b / 255.0).astype(np.float32)
                 for spec in specs:
-                    params = spec.resolve_parameters(None)
                     if dev.type == "cuda":
                         torch.cuda.synchronize()
                     start = time.perf_counter()
-                    fused = fuse_arrays(a, b, method=spec, parameters=params, device=dev)
+                    fused = fuse_arrays(a, b, method=spec, parameters=defaults[spec.name], device=dev)
                     if dev.type == "cuda":
                         torch.cuda.synchronize()
                     milliseconds = (time.perf_counter() - start) * 1000.0
@@ -134,9 +134,8 @@ def run_benchmark(
                     )
                     scores[spec.name].add(report.values, milliseconds)
                     if pair is example:
-                        colour = not np.array_equal(rgb_b[..., 0], rgb_b[..., 1])
                         scores[spec.name].example = (
-                            _colourise(grey_f, rgb_b) if colour else grey_f.astype(np.uint8)
+                            _colourise(grey_f, rgb_b) if colour_b else grey_f.astype(np.uint8)
                         )
             results.append(
                 SetResult(
