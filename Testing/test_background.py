@@ -1,0 +1,158 @@
+"""The background job: a separate process that reports JSON progress lines (MedFusionLib.background)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from helpers import mni_path
+
+from MedFusionLib.background import EXIT_INPUT, BackgroundJob, check_job
+from MedFusionLib.errors import ParameterError
+
+
+def _run(job: dict, workdir: Path, *, timeout: float = 60.0) -> tuple[BackgroundJob, list[float]]:
+    """Start ``job`` and poll it as a GUI timer would; returns the job and each poll's duration."""
+    runner = BackgroundJob()
+    runner.start(job, workdir)
+    durations = []
+    deadline = time.monotonic() + timeout
+    while not runner.finished:
+        start = time.perf_counter()
+        runner.poll()
+        durations.append(time.perf_counter() - start)
+        assert time.monotonic() < deadline, f"job did not finish in {timeout} s: {runner.stderr[-2000:]}"
+        time.sleep(0.05)
+    runner.poll()
+    return runner, durations
+
+
+class TestJob:
+    def test_fuses_a_real_pair_with_increasing_progress(self, tmp_path: Path) -> None:
+        output = tmp_path / "out" / "fused.nii.gz"
+        output.parent.mkdir()
+        job = {
+            "fixed": mni_path("spm_T1"),
+            "moving": mni_path("spm_PET"),
+            "output": output,
+            "method": "average",
+            "device": "cpu",
+            "metrics": ["EN", "SSIM"],
+        }
+        runner, durations = _run(job, tmp_path / "work")
+        assert runner.returncode == 0, runner.stderr
+        stages = [event["stage"] for event in runner.events]
+        assert stages[0] == "reading" and stages[-1] == "done"
+        assert {"fusing", "writing", "scoring"} <= set(stages)
+        progress = [event["progress"] for event in runner.events]
+        assert progress == sorted(progress) and progress[-1] == 1.0
+        assert all(set(event) >= {"stage", "progress", "message"} for event in runner.events)
+        assert max(durations) < 0.5  # the GUI requirement: polling never blocks
+
+        result = runner.result
+        assert result["output"] == str(output) and result["method"] == "average"
+        assert result["registration"] is None and result["transform"] is None
+        assert set(result["metrics"]) >= {"EN", "SSIM"}
+        fused = sitk.ReadImage(str(output))
+        fixed = sitk.ReadImage(str(mni_path("spm_T1")))
+        assert fused.GetSize() == fixed.GetSize()
+        np.testing.assert_allclose(fused.GetSpacing(), fixed.GetSpacing())
+        np.testing.assert_allclose(fused.GetOrigin(), fixed.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(fused.GetDirection(), fixed.GetDirection(), atol=1e-6)
+        array = sitk.GetArrayViewFromImage(fused)
+        assert 0.0 <= array.min() and array.max() <= 1.0 and array.std() > 0.01
+        assert sorted(p.name for p in output.parent.iterdir()) == ["fused.nii.gz"]  # no temporary files
+
+    def test_missing_input_is_an_input_error_and_writes_nothing(self, tmp_path: Path) -> None:
+        missing = tmp_path / "no_such_pet.nii.gz"
+        output = tmp_path / "fused.nii.gz"
+        job = {
+            "fixed": mni_path("spm_T1"),
+            "moving": missing,
+            "output": output,
+            "registration": "rigid",
+            "transform": tmp_path / "t.tfm",
+        }
+        runner, _ = _run(job, tmp_path / "work")
+        assert runner.returncode == EXIT_INPUT
+        last = runner.events[-1]
+        assert (
+            last["stage"] == "error" and str(missing) in last["message"] and last["exit_code"] == EXIT_INPUT
+        )
+        assert runner.error == last["message"] and runner.result is None
+        assert "\n" not in last["message"]
+        assert not output.exists() and not (tmp_path / "t.tfm").exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+    def test_unknown_parameter_is_an_input_error(self, tmp_path: Path) -> None:
+        job = {
+            "fixed": mni_path("spm_T1"),
+            "moving": mni_path("spm_PET"),
+            "output": tmp_path / "f.nii.gz",
+            "method": "average",
+            "parameters": {"no_such": 1},
+        }
+        runner, _ = _run(job, tmp_path / "work")
+        assert runner.returncode == EXIT_INPUT and "no_such" in runner.error
+        assert not (tmp_path / "f.nii.gz").exists()
+
+    def test_cancel_ends_a_running_registration_and_leaves_no_output(self, tmp_path: Path) -> None:
+        output = tmp_path / "fused.nrrd"
+        transform = tmp_path / "t.tfm"
+        job = {
+            "fixed": mni_path("colin27_ch2_1mm"),
+            "moving": mni_path("spm_PET"),
+            "output": output,
+            "transform": transform,
+            "registration": "affine",
+            "device": "cpu",
+        }
+        runner = BackgroundJob(kill_after=1.0)
+        runner.start(job, tmp_path / "work")
+        deadline = time.monotonic() + 30
+        while not any(event["stage"] == "registering" for event in runner.events):
+            runner.poll()
+            assert not runner.finished, runner.stderr[-2000:]
+            assert time.monotonic() < deadline, "registration did not start"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        start = time.monotonic()
+        runner.cancel()
+        assert time.monotonic() - start < 5.0
+        assert not runner.running and runner.returncode != 0
+        assert runner.cancelled and runner.error == "cancelled" and runner.result is None
+        assert not output.exists() and not transform.exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+
+class TestCheckJob:
+    @pytest.mark.parametrize(
+        ("change", "expected"),
+        [
+            ({"registration": "elastic"}, "unknown registration type"),
+            ({"colour": 1}, "unknown job key"),
+            ({"output": ""}, "no 'output'"),
+            ({"transform": "t.mat", "registration": "rigid"}, "must end in"),
+            ({"transform": "t.tfm"}, "registration is 'none'"),
+            ({"parameters": [1, 2]}, "must be an object"),
+        ],
+    )
+    def test_refuses_malformed_jobs(self, tmp_path: Path, change: dict, expected: str) -> None:
+        job = {"fixed": "a.nii.gz", "moving": "b.nii.gz", "output": str(tmp_path / "f.nii.gz"), **change}
+        if "transform" in change:
+            job["transform"] = str(tmp_path / change["transform"])
+        with pytest.raises(ParameterError, match=expected):
+            check_job(job)
+
+    def test_job_file_round_trips_paths(self, tmp_path: Path) -> None:
+        runner = BackgroundJob(python="/bin/true")
+        job_file = runner.start(
+            {"fixed": tmp_path / "a.nii.gz", "moving": "b", "output": "c.nii.gz"}, tmp_path
+        )
+        runner.wait(10)
+        assert json.loads(job_file.read_text())["fixed"] == str(tmp_path / "a.nii.gz")
+        assert runner.finished and runner.returncode == 0 and runner.result is None
