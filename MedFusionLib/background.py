@@ -429,7 +429,10 @@ class BackgroundJob:
         if self._stdout_closed and self.process is not None and self.process.poll() is not None:
             if self.returncode != EXIT_OK and self.error is None:
                 tail = "".join(self._stderr[-5:]).strip().splitlines()
-                self.error = tail[-1] if tail else f"the job process exited with status {self.returncode}"
+                if self.cancelled:
+                    self.error = "cancelled"
+                else:
+                    self.error = tail[-1] if tail else f"the job process exited with status {self.returncode}"
                 event = {
                     "stage": "error",
                     "progress": 0.0,
@@ -494,7 +497,6 @@ class BackgroundJob:
         self.poll()
         if self.result is None:
             self.remove_outputs()
-        if self.error is None or self.error == "cancelled":
             self.error = "cancelled"
 
     def _signal(self, signum: int | None) -> None:
