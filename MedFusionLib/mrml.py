@@ -1,0 +1,688 @@
+"""The bridge between MRML volume nodes and the engine's :class:`~MedFusionLib.image.Image`.
+
+Works inside the 3D Slicer application and outside it with the PyPI ``slicer-core`` package
+(real MRML classes, no Qt): it imports ``slicer`` and ``vtk`` but never ``qt``, ``ctk`` or
+``slicer.app``. ``import MedFusionLib`` does not import this module; import it only where
+``slicer`` exists.
+
+Geometry: MRML places voxels with an ``IJKToRAS`` matrix in the RAS world frame, ITK (and
+:class:`Image`) with spacing, origin and direction in LPS. The two differ by a sign flip of
+the first two world axes; oblique directions are carried over exactly.
+
+Typical use (in Slicer's Python console)::
+
+    from MedFusionLib import mrml
+
+    fused = mrml.fuse_volume_nodes(getNode("T1"), getNode("PET"), registration="rigid")
+    mrml.show_fusion(fused, foreground=getNode("PET"), opacity=0.4)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from . import __version__
+from .errors import InputError, MedFusionError
+from .image import MODALITIES, Image
+from .pipeline import DEFAULT_METHOD, FusionResult, fuse_images
+from .registration import TRANSFORM_TYPES, register
+
+REGISTRATIONS = ("none", *TRANSFORM_TYPES)
+"""Values of ``registration`` accepted by :func:`fuse_volume_nodes`."""
+
+GREY_COLOUR_NODE_ID = "vtkMRMLColorTableNodeGrey"
+SLICE_VIEWS = {"Red": "Axial", "Yellow": "Sagittal", "Green": "Coronal"}
+"""Slicer's three standard slice views and their orientations."""
+
+_LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_DICOM_MODALITY = {"CT": "CT", "MR": "MR", "PT": "PET", "NM": "SPECT", "PET": "PET", "SPECT": "SPECT"}
+_COLOUR_ID_PREFIXES = (
+    "",
+    "vtkMRMLPETProceduralColorNode",
+    "vtkMRMLColorTableNode",
+    "vtkMRMLProceduralColorNode",
+)
+
+
+# --- volume node <-> Image ------------------------------------------------------------------
+def _ijk_to_ras(node: Any) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix)
+
+
+def _check_volume_node(node: Any, role: str) -> None:
+    if node is None:
+        raise InputError(f"no {role} volume node given (got None)")
+    if not (hasattr(node, "IsA") and node.IsA("vtkMRMLVolumeNode")):
+        raise InputError(f"{role} must be a volume node, got {type(node).__name__}")
+    if node.GetImageData() is None:
+        raise InputError(f"{role} volume node {node.GetName()!r} has no voxels")
+
+
+def _node_modality(node: Any) -> str | None:
+    for key in ("MedFusion.Modality", "DICOM.Modality"):
+        value = node.GetAttribute(key)
+        if value:
+            modality = _DICOM_MODALITY.get(value.strip().upper())
+            if modality in MODALITIES:
+                return modality
+    return None
+
+
+def image_from_volume_node(node: Any) -> Image:
+    """The voxels and geometry of a volume node as an :class:`Image` (a copy; the node is untouched).
+
+    A scalar volume gives a gray image; a vector volume (or scalar volume) with three
+    components gives an RGB image. The ``IJKToRAS`` matrix becomes LPS spacing, origin and
+    direction, oblique directions included.
+
+    A single-slice volume (``k`` dimension 1) becomes a 2-D image when its slice is axial
+    (the ``k`` axis is +S and the in-plane axes have no S component): the 2-D image keeps
+    the in-plane 2x2 direction, spacing and origin and drops the slice's S position. Any
+    other single-slice volume (oblique or non-axial) stays a 3-D image with one slice, so
+    that its geometry is kept exactly.
+
+    The node's parent transform is NOT applied: the image is in the node's local frame,
+    as the voxels are stored (register or harden the transform first if you need it).
+
+    Args:
+        node: a ``vtkMRMLScalarVolumeNode`` or ``vtkMRMLVectorVolumeNode`` (or subclass).
+
+    Returns:
+        The image; ``modality`` comes from the node attribute ``MedFusion.Modality`` or
+        ``DICOM.Modality`` (``PT`` reads as PET, ``NM`` as SPECT), else ``None``.
+
+    Raises:
+        InputError: not a volume node, no voxels, or a component count other than 1 or 3.
+
+    Example:
+        >>> image = image_from_volume_node(getNode("MRHead"))  # doctest: +SKIP
+    """
+    _check_volume_node(node, "input")
+    components = node.GetImageData().GetNumberOfScalarComponents()
+    if components not in (1, 3):
+        raise InputError(
+            f"volume {node.GetName()!r} has {components} components per voxel; use 1 (gray) or 3 (RGB)"
+        )
+    array = np.array(slicer.util.arrayFromVolume(node), copy=True)  # (k, j, i[, c])
+    lps = _LPS_FROM_RAS @ _ijk_to_ras(node)
+    spacing = np.array(node.GetSpacing(), dtype=float)
+    direction = lps[:3, :3] / spacing
+    origin = lps[:3, 3]
+    axial_slice = (
+        array.shape[0] == 1
+        and np.allclose(direction[2, :2], 0.0, atol=1e-9)
+        and np.allclose(direction[:2, 2], 0.0, atol=1e-9)
+        and direction[2, 2] > 0
+    )
+    if axial_slice:
+        return Image(
+            array=array[0],
+            spacing=tuple(spacing[:2]),
+            origin=tuple(origin[:2]),
+            direction=tuple(direction[:2, :2].ravel()),
+            modality=_node_modality(node),
+        )
+    return Image(
+        array=array,
+        spacing=tuple(spacing),
+        origin=tuple(origin),
+        direction=tuple(direction.ravel()),
+        modality=_node_modality(node),
+    )
+
+
+def _ras_matrix_of(image: Image) -> np.ndarray:
+    """The 4x4 IJKToRAS matrix of ``image`` (a 2-D image as one axial slice at S = 0)."""
+    index_to_lps = np.eye(4)
+    affine = image.index_to_world()
+    n = image.ndim
+    index_to_lps[:n, :n] = affine[:n, :n]
+    index_to_lps[:n, 3] = affine[:n, n]
+    return _LPS_FROM_RAS @ index_to_lps
+
+
+def _set_ijk_to_ras(node: Any, matrix: np.ndarray) -> None:
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(matrix))
+
+
+def volume_node_from_image(
+    image: Image,
+    scene: Any,
+    name: str,
+    *,
+    attributes: Mapping[str, str] | None = None,
+    node: Any = None,
+) -> Any:
+    """Put an :class:`Image` into ``scene`` as a volume node with the same voxels and geometry.
+
+    A gray image becomes a ``vtkMRMLScalarVolumeNode`` shown with the Grey colour table (when
+    the scene has it) and automatic window/level; an RGB image becomes a
+    ``vtkMRMLVectorVolumeNode`` with a vector display node. A 2-D image becomes a
+    single-slice volume (an axial slice at S = 0). Voxel types are kept as they are.
+
+    Args:
+        image: the image (LPS geometry is converted to RAS).
+        scene: the ``vtkMRMLScene`` to add the node to.
+        name: base name; made unique with ``scene.GenerateUniqueName``.
+        attributes: node attributes to set (values are converted with ``str``).
+        node: an existing volume node of the right class to update instead (its name and
+            display node are kept).
+
+    Returns:
+        The new or updated volume node.
+
+    Raises:
+        InputError: ``node`` is of the wrong class for the image, or ``scene`` is None.
+    """
+    if scene is None:
+        raise InputError("no MRML scene given (got None)")
+    class_name = "vtkMRMLVectorVolumeNode" if image.is_rgb else "vtkMRMLScalarVolumeNode"
+    if node is None:
+        node = scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
+    elif not node.IsA(class_name) or (not image.is_rgb and node.IsA("vtkMRMLVectorVolumeNode")):
+        raise InputError(
+            f"node {node.GetName()!r} is a {node.GetClassName()}; this image needs a {class_name}"
+        )
+    array = image.array if image.ndim == 3 else image.array[np.newaxis]
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array))
+    _set_ijk_to_ras(node, _ras_matrix_of(image))
+    if node.GetDisplayNode() is None:
+        _add_display_node(node, scene, rgb=image.is_rgb)
+    for key, value in (attributes or {}).items():
+        node.SetAttribute(key, str(value))
+    if image.modality and not (attributes and "MedFusion.Modality" in attributes):
+        node.SetAttribute("MedFusion.Modality", image.modality)
+    return node
+
+
+def _add_display_node(node: Any, scene: Any, *, rgb: bool) -> None:
+    if rgb:
+        display = scene.AddNewNodeByClass("vtkMRMLVectorVolumeDisplayNode")
+    else:
+        display = scene.AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")
+        if scene.GetNodeByID(GREY_COLOUR_NODE_ID) is not None:
+            display.SetAndObserveColorNodeID(GREY_COLOUR_NODE_ID)
+        display.AutoWindowLevelOn()
+    node.SetAndObserveDisplayNodeID(display.GetID())
+
+
+# --- transforms --------------------------------------------------------------------------------
+def _components(transform: sitk.Transform) -> list[sitk.Transform]:
+    if transform.GetName() == "CompositeTransform":
+        composite = sitk.CompositeTransform(transform)
+        parts: list[sitk.Transform] = []
+        for index in range(composite.GetNumberOfTransforms()):
+            parts.extend(_components(composite.GetNthTransform(index)))
+        return parts
+    return [transform]
+
+
+def _as_3d_affine(transform: sitk.Transform) -> sitk.AffineTransform:
+    """A linear transform (any kind, composite included, 2-D or 3-D) as one 3-D affine."""
+    dim = transform.GetDimension()
+    zero = np.array(transform.TransformPoint((0.0,) * dim))
+    matrix = np.eye(3)
+    for axis in range(dim):
+        unit = [0.0] * dim
+        unit[axis] = 1.0
+        matrix[:dim, axis] = np.array(transform.TransformPoint(tuple(unit))) - zero
+    translation = np.zeros(3)
+    translation[:dim] = zero
+    return sitk.AffineTransform(tuple(matrix.ravel()), tuple(translation))
+
+
+def transform_node_from_transform(transform: sitk.Transform, scene: Any, name: str) -> Any:
+    """Add a registration result to ``scene`` as a transform node that aligns like the engine.
+
+    The transform is written to a temporary ITK file and read back with Slicer's own
+    ``vtkMRMLTransformStorageNode`` (what Slicer's file loader does), which converts ITK's
+    LPS "fixed point to moving point" resampling transform into Slicer's RAS transform of
+    the moving volume. Setting the node as the moving volume's parent transform therefore
+    shows it aligned with the fixed volume. Linear transforms (Euler, affine, versor, ...,
+    or a composite of them) become a ``vtkMRMLLinearTransformNode``, anything else (B-spline,
+    composite with a B-spline) a general ``vtkMRMLTransformNode``. No storage node is left
+    in the scene.
+
+    Args:
+        transform: a SimpleITK transform, fixed-space to moving-space points (ITK convention),
+            as :func:`MedFusionLib.registration.register` returns.
+        scene: the ``vtkMRMLScene``.
+        name: base name; made unique with ``scene.GenerateUniqueName``.
+
+    Returns:
+        The new transform node.
+
+    Raises:
+        InputError: a 2-D non-linear transform (Slicer's transforms are 3-D), or a file
+            Slicer cannot read.
+    """
+    linear = all(part.IsLinear() for part in _components(transform))
+    if linear:
+        transform = _as_3d_affine(transform)
+    elif transform.GetDimension() != 3:
+        raise InputError(
+            f"cannot make a Slicer transform node from a {transform.GetDimension()}-D "
+            f"{transform.GetName()}; only 2-D linear transforms are converted"
+        )
+    class_name = "vtkMRMLLinearTransformNode" if linear else "vtkMRMLTransformNode"
+    node = scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
+    storage = slicer.vtkMRMLTransformStorageNode()
+    with tempfile.TemporaryDirectory(prefix="medfusion-") as directory:
+        path = os.path.join(directory, "transform.h5")
+        sitk.WriteTransform(transform, path)
+        storage.SetFileName(path)
+        ok = storage.ReadData(node)
+        storage.SetFileName("")
+    if not ok:
+        scene.RemoveNode(node)
+        raise InputError(f"Slicer could not read the {transform.GetName()} as a transform node")
+    return node
+
+
+# --- fusion on nodes ---------------------------------------------------------------------------
+def _check_pair(fixed: Any, moving: Any) -> None:
+    _check_volume_node(fixed, "fixed")
+    _check_volume_node(moving, "moving")
+    if fixed.GetScene() is None or fixed.GetScene() is not moving.GetScene():
+        raise InputError(
+            f"fixed volume {fixed.GetName()!r} and moving volume {moving.GetName()!r} are not in one scene"
+        )
+
+
+def fuse_volume_nodes(
+    fixed: Any,
+    moving: Any,
+    *,
+    method: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    registration: str = "rigid",
+    device: str = "auto",
+) -> Any:
+    """Register (optionally) and fuse two volume nodes; add the result to their scene.
+
+    The inputs are never modified: no transform is set on or hardened into ``moving``. The
+    registration result is added as a separate transform node named
+    ``"<moving> to <fixed> (<registration>)"`` that the user may apply to ``moving`` to see it
+    aligned. The fused volume (named ``"<fixed> + <moving> (<method>)"``) has the fixed
+    volume's geometry and records how it was made in attributes ``MedFusion.Method``,
+    ``MedFusion.Parameters`` (JSON), ``MedFusion.Registration``, ``MedFusion.TransformNodeID``,
+    ``MedFusion.Version`` and ``MedFusion.Device``. Both images are read in their nodes' local
+    frames (parent transforms are not applied).
+
+    Args:
+        fixed: the reference volume node (usually anatomical); the output has its grid.
+        moving: the volume node fused into it (resampled in world coordinates).
+        method: a registered fusion method; ``None`` uses the engine's default
+            (:data:`MedFusionLib.pipeline.DEFAULT_METHOD`).
+        parameters: overrides of the method's defaults.
+        registration: ``"none"``, ``"rigid"``, ``"affine"`` or ``"bspline"``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+
+    Returns:
+        The output volume node (scalar; a vector volume when a source is pseudo-colour RGB).
+
+    Raises:
+        InputError: a missing node, nodes in different scenes, an unknown method or
+            registration type.
+        MedFusionError: whatever the engine raises (no overlap, registration failure, ...).
+
+    Example:
+        >>> fused = fuse_volume_nodes(getNode("T1"), getNode("PET"), method="laplacian_pyramid")  # doctest: +SKIP
+    """
+    _check_pair(fixed, moving)
+    if registration not in REGISTRATIONS:
+        raise InputError(f"unknown registration {registration!r} (use {', '.join(REGISTRATIONS)})")
+    method = method or DEFAULT_METHOD
+    try:
+        from .fusion import get_method
+
+        get_method(method)
+    except MedFusionError as error:
+        raise InputError(str(error)) from None
+    fixed_image = image_from_volume_node(fixed)
+    moving_image = image_from_volume_node(moving)
+    names = {"name_a": fixed.GetName(), "name_b": moving.GetName()}
+    transform = None
+    if registration != "none":
+        transform = register(
+            fixed_image,
+            moving_image,
+            type=registration,
+            name_fixed=fixed.GetName(),
+            name_moving=moving.GetName(),
+        ).transform
+    result = fuse_images(
+        fixed_image,
+        moving_image,
+        method=method,
+        parameters=parameters,
+        device=device,
+        transform=transform,
+        **names,
+    )
+    return add_fusion_result_nodes(result, fixed, moving, registration=registration, transform=transform)
+
+
+def add_fusion_result_nodes(
+    result: FusionResult,
+    fixed: Any,
+    moving: Any,
+    *,
+    registration: str,
+    transform: sitk.Transform | None = None,
+    node: Any = None,
+) -> Any:
+    """Add an already computed fusion (and its registration transform) to the fixed node's scene.
+
+    This is the second half of :func:`fuse_volume_nodes`, for callers that ran the engine
+    elsewhere (the module's background process). An RGB result (float in ``[0, 1]``) is stored
+    as an 8-bit vector volume so that Slicer shows its colours.
+
+    Args:
+        result: the engine's :class:`~MedFusionLib.pipeline.FusionResult` on the fixed grid.
+        fixed, moving: the input volume nodes (only read, for names, scene and geometry).
+        registration: what was done (``"none"``, ``"rigid"``, ...), recorded in the attributes.
+        transform: the registration transform (fixed to moving points) or ``None``; when given,
+            a transform node is added (not applied to ``moving``).
+        node: an existing output volume node to update instead of creating one.
+
+    Returns:
+        The output volume node.
+    """
+    _check_pair(fixed, moving)
+    scene = fixed.GetScene()
+    transform_id = ""
+    if transform is not None:
+        transform_node = transform_node_from_transform(
+            transform, scene, f"{moving.GetName()} to {fixed.GetName()} ({registration})"
+        )
+        transform_id = transform_node.GetID()
+    image = result.image
+    if image.is_rgb and image.array.dtype != np.uint8:
+        image = image.with_array(np.clip(np.rint(image.array * 255.0), 0, 255).astype(np.uint8))
+    attributes = {
+        "MedFusion.Method": result.method,
+        "MedFusion.Parameters": json.dumps(result.parameters, sort_keys=True, default=str),
+        "MedFusion.Registration": registration,
+        "MedFusion.TransformNodeID": transform_id,
+        "MedFusion.Version": __version__,
+        "MedFusion.Device": result.device,
+    }
+    output = volume_node_from_image(
+        image,
+        scene,
+        f"{fixed.GetName()} + {moving.GetName()} ({result.method})",
+        attributes=attributes,
+        node=node,
+    )
+    fixed_dims = fixed.GetImageData().GetDimensions()
+    if output.GetImageData().GetDimensions() == fixed_dims:
+        # the result is on the fixed grid: copy the matrix so that the geometry is identical
+        _set_ijk_to_ras(output, _ijk_to_ras(fixed))
+    return output
+
+
+# --- slice views -------------------------------------------------------------------------------
+def _colour_node_id(scene: Any, lut: str) -> str:
+    for prefix in _COLOUR_ID_PREFIXES:
+        colour = scene.GetNodeByID(prefix + lut)
+        if colour is not None and colour.IsA("vtkMRMLColorNode"):
+            return colour.GetID()
+    by_name = scene.GetFirstNode(lut, "vtkMRMLColorNode")
+    if by_name is not None:
+        return by_name.GetID()
+    names = [n.GetName() for n in _nodes(scene, "vtkMRMLPETProceduralColorNode")]
+    if scene.GetNodeByID(GREY_COLOUR_NODE_ID) is not None:
+        names.append("Grey")
+    total = len(list(_nodes(scene, "vtkMRMLColorNode")))
+    raise InputError(
+        f"unknown colour table {lut!r} (for example {', '.join(names) or 'none'}; "
+        f"{total} colour nodes in the scene)"
+    )
+
+
+def _nodes(scene: Any, class_name: str) -> Iterable[Any]:
+    collection = scene.GetNodesByClass(class_name)
+    return [collection.GetItemAsObject(index) for index in range(collection.GetNumberOfItems())]
+
+
+def _fit_slice_node(slice_node: Any, volume: Any) -> None:
+    """Centre ``slice_node`` on ``volume`` and zoom so that the volume fills the view."""
+    bounds = [0.0] * 6
+    volume.GetRASBounds(bounds)
+    low, high = np.array(bounds[0::2]), np.array(bounds[1::2])
+    if not np.all(np.isfinite(low)) or np.any(high < low):
+        return
+    centre, half = (low + high) / 2, (high - low) / 2
+    slice_to_ras = slicer.util.arrayFromVTKMatrix(slice_node.GetSliceToRAS())
+    fov_x = 2 * float(np.abs(slice_to_ras[:3, 0]) @ half)
+    fov_y = 2 * float(np.abs(slice_to_ras[:3, 1]) @ half)
+    width, height, _ = slice_node.GetDimensions()
+    if width <= 0 or height <= 0 or fov_x <= 0 or fov_y <= 0:
+        return
+    if fov_x / fov_y > width / height:
+        fov_y = fov_x * height / width
+    else:
+        fov_x = fov_y * width / height
+    slice_node.SetFieldOfView(fov_x, fov_y, slice_node.GetFieldOfView()[2])
+    slice_node.JumpSliceByCentering(*centre)
+    slice_node.UpdateMatrices()
+
+
+def show_fusion(
+    fused: Any,
+    *,
+    foreground: Any = None,
+    opacity: float = 0.5,
+    foreground_lut: str = "PET-Heat",
+    application_logic: Any = None,
+) -> None:
+    """Show ``fused`` in every slice view, optionally with ``foreground`` blended over it.
+
+    Every ``vtkMRMLSliceCompositeNode`` of the scene gets ``fused`` as background and
+    ``foreground`` (or none) as foreground at ``opacity``; the views are linked and fitted to
+    the volumes. The foreground's display node gets the colour table ``foreground_lut``
+    (a display change only; voxels are untouched).
+
+    Args:
+        fused: the volume node to show as background (usually a fusion output).
+        foreground: a volume node to overlay, or ``None``.
+        opacity: foreground opacity in ``[0, 1]``.
+        foreground_lut: a colour node name or ID, e.g. ``"PET-Heat"``, ``"PET-Rainbow2"``,
+            ``"Grey"`` or ``"vtkMRMLPETProceduralColorNodePET-Heat"``.
+        application_logic: a ``vtkMRMLApplicationLogic`` whose slice logics fit the views
+            (``slicer.app.applicationLogic()`` in Slicer). Without slice logics the views are
+            fitted from the volume bounds directly.
+
+    Raises:
+        InputError: ``fused`` missing, opacity out of range, unknown colour table.
+    """
+    _check_volume_node(fused, "fused")
+    scene = fused.GetScene()
+    if scene is None:
+        raise InputError(f"volume {fused.GetName()!r} is not in a scene")
+    if not 0.0 <= opacity <= 1.0:
+        raise InputError(f"opacity must be in [0, 1], got {opacity}")
+    if foreground is not None:
+        _check_volume_node(foreground, "foreground")
+        colour_id = _colour_node_id(scene, foreground_lut)
+        if foreground.GetDisplayNode() is None:
+            foreground.CreateDefaultDisplayNodes()
+        display = foreground.GetDisplayNode()
+        if display is not None and not foreground.IsA("vtkMRMLVectorVolumeNode"):
+            display.SetAndObserveColorNodeID(colour_id)
+    for composite in _nodes(scene, "vtkMRMLSliceCompositeNode"):
+        composite.SetBackgroundVolumeID(fused.GetID())
+        composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
+        composite.SetForegroundOpacity(opacity)
+        composite.SetLinkedControl(1)
+    logics = application_logic.GetSliceLogics() if application_logic is not None else None
+    if logics is not None and logics.GetNumberOfItems() > 0:
+        for index in range(logics.GetNumberOfItems()):
+            logics.GetItemAsObject(index).FitSliceToAll()
+    else:
+        for slice_node in _nodes(scene, "vtkMRMLSliceNode"):
+            _fit_slice_node(slice_node, fused)
+
+
+def render_slice_views_png(
+    scene: Any,
+    path: str | os.PathLike[str],
+    *,
+    size: tuple[int, int] | None = (256, 256),
+    layouts: tuple[str, ...] = ("Red", "Yellow", "Green"),
+) -> Path:
+    """Write the blended slice views side by side to a PNG without OpenGL.
+
+    Each view's picture is what its composite node describes (background, foreground and
+    opacity, with the volumes' colour tables), taken from ``vtkMRMLSliceLogic``'s image data
+    pipeline, so no render window is needed. Meant for headless scenes (tests, screenshots).
+
+    Args:
+        scene: a scene with slice nodes (and composite nodes) named by ``layouts``.
+        path: the PNG to write.
+        size: ``(width, height)`` of each view; the slice nodes are resized to it and refitted
+            on their background volume. ``None`` keeps the slice nodes' dimensions.
+        layouts: the slice views to put side by side, left to right.
+
+    Returns:
+        The PNG path.
+
+    Raises:
+        InputError: a view named in ``layouts`` is missing from the scene.
+    """
+    from PIL import Image as PILImage
+
+    tiles = []
+    for layout in layouts:
+        slice_node = next((n for n in _nodes(scene, "vtkMRMLSliceNode") if n.GetLayoutName() == layout), None)
+        if slice_node is None:
+            raise InputError(f"the scene has no {layout!r} slice view")
+        logic = slicer.vtkMRMLSliceLogic()
+        logic.SetMRMLScene(scene)
+        logic.SetSliceNode(slice_node)
+        if size is not None:
+            slice_node.SetDimensions(int(size[0]), int(size[1]), 1)
+            background = scene.GetNodeByID(logic.GetSliceCompositeNode().GetBackgroundVolumeID() or "")
+            if background is not None:
+                _fit_slice_node(slice_node, background)
+        tiles.append(_slice_pixels(logic, slice_node))
+        logic.SetMRMLScene(None)
+    gap = np.zeros((tiles[0].shape[0], 4, 3), np.uint8)
+    row = [tiles[0]]
+    for tile in tiles[1:]:
+        row.extend([gap, tile])
+    path = Path(path)
+    PILImage.fromarray(np.concatenate(row, axis=1)).save(path, optimize=True)
+    return path
+
+
+def _slice_pixels(logic: Any, slice_node: Any) -> np.ndarray:
+    """The blended RGB picture of one slice view, top row first (black when nothing is shown)."""
+    width, height, _ = slice_node.GetDimensions()
+    connection = logic.GetImageDataConnection()
+    if connection is None:
+        return np.zeros((height, width, 3), np.uint8)
+    producer = connection.GetProducer()
+    producer.Update()
+    data = producer.GetOutputDataObject(connection.GetIndex())
+    scalars = data.GetPointData().GetScalars() if data is not None else None
+    if scalars is None:
+        return np.zeros((height, width, 3), np.uint8)
+    width, height, _ = data.GetDimensions()
+    pixels = numpy_support.vtk_to_numpy(scalars).reshape(height, width, -1)[::-1]
+    return np.ascontiguousarray(pixels[..., :3]).astype(np.uint8)
+
+
+# --- headless scenes ---------------------------------------------------------------------------
+@dataclass
+class HeadlessScene:
+    """A scene with the logics the Slicer application would give it (for tests and scripts)."""
+
+    scene: Any
+    application_logic: Any
+    colour_logic: Any
+    volumes_logic: Any
+    slice_logics: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Detach the logics from the scene and clear it.
+
+        Call this (or use the object as a context manager) before dropping the last
+        reference: letting VTK destroy a scene whose slice logics still observe a PET colour
+        node crashes the process in slicer-core 5.11.
+        """
+        for logic in self.slice_logics.values():
+            logic.SetMRMLScene(None)
+        for logic in (self.volumes_logic, self.colour_logic, self.application_logic):
+            logic.SetMRMLScene(None)
+        self.application_logic.SetSliceLogics(None)
+        self.slice_logics.clear()
+        self.scene.Clear(1)
+
+    def __enter__(self) -> HeadlessScene:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def new_scene(
+    *, views: Mapping[str, str] | None = None, view_size: tuple[int, int] = (256, 256)
+) -> HeadlessScene:
+    """A new scene with colour nodes (Grey, PET-Heat, ...), the Volumes logic and slice views.
+
+    Outside the Slicer application (``slicer-core``) nothing creates these: this sets up an
+    application logic, the Colors logic (which makes the built-in colour nodes), the
+    Volumes logic (for ``ResampleVolumeToReferenceVolume``, ``AddArchetypeVolume``) and one
+    slice logic, slice node and composite node per view. Keep the returned object alive as
+    long as the scene is used (it owns the logics) and call :meth:`HeadlessScene.close`
+    when done (or use it in a ``with`` block).
+
+    Args:
+        views: slice view layout names and orientations; default Red/Yellow/Green as
+            Axial/Sagittal/Coronal (:data:`SLICE_VIEWS`).
+        view_size: ``(width, height)`` of each slice view in pixels.
+
+    Returns:
+        A :class:`HeadlessScene`.
+    """
+    scene = slicer.vtkMRMLScene()
+    application = slicer.vtkSlicerApplicationLogic()
+    application.SetMRMLScene(scene)
+    colours = slicer.vtkSlicerColorLogic()
+    colours.SetMRMLApplicationLogic(application)
+    colours.SetMRMLScene(scene)
+    application.SetModuleLogic("Colors", colours)
+    volumes = slicer.vtkSlicerVolumesLogic()
+    volumes.SetMRMLApplicationLogic(application)
+    volumes.SetMRMLScene(scene)
+    application.SetModuleLogic("Volumes", volumes)
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+    collection = vtk.vtkCollection()
+    logics = {}
+    for layout, orientation in (views or SLICE_VIEWS).items():
+        logic = slicer.vtkMRMLSliceLogic()
+        logic.SetMRMLApplicationLogic(application)
+        logic.SetMRMLScene(scene)
+        slice_node = logic.AddSliceNode(layout)
+        slice_node.SetOrientation(orientation)
+        slice_node.SetDimensions(int(view_size[0]), int(view_size[1]), 1)
+        logics[layout] = logic
+        collection.AddItem(logic)
+    application.SetSliceLogics(collection)
+    return HeadlessScene(scene, application, colours, volumes, logics)
