@@ -338,6 +338,7 @@ def fuse_volume_nodes(
     Raises:
         InputError: a missing node, nodes in different scenes, an unknown method or
             registration type.
+        ParameterError: a bad entry in ``parameters`` (from the engine).
         MedFusionError: whatever the engine raises (no overlap, registration failure, ...).
 
     Example:
