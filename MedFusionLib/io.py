@@ -160,7 +160,7 @@ def _is_dicom_leftover(entry: Path) -> bool:
 
 
 # --- error messages ----------------------------------------------------------------------
-def _short_reason(error: BaseException) -> str:
+def short_reason(error: BaseException) -> str:
     """One short line out of a (multi-line) ITK/teem/GDCM exception message."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     nrrd = [line for line in lines if line.startswith("[nrrd]")]
@@ -238,9 +238,9 @@ def read_image(path: str | os.PathLike[str], *, modality: str | None = None) -> 
             _check_nifti_complete(path)
         image = reader.Execute()
     except RuntimeError as error:
-        raise InputError(f"cannot read {path}: {_short_reason(error)}") from None
+        raise InputError(f"cannot read {path}: {short_reason(error)}") from None
     except OSError as error:
-        raise InputError(f"cannot read {path}: {error.strerror or _short_reason(error)}") from None
+        raise InputError(f"cannot read {path}: {error.strerror or short_reason(error)}") from None
     return _to_image(image, modality, {"source": str(path), "format": fmt})
 
 
@@ -336,7 +336,7 @@ def _read_dicom_series(directory: Path, modality: str | None) -> Image:
             default=(),
         )
     except RuntimeError as error:
-        raise InputError(f"cannot read DICOM directory {directory}: {_short_reason(error)}") from None
+        raise InputError(f"cannot read DICOM directory {directory}: {short_reason(error)}") from None
     if not files:
         raise InputError(f"no DICOM series found in directory {directory}")
     reader.SetFileNames(files)
@@ -344,7 +344,7 @@ def _read_dicom_series(directory: Path, modality: str | None) -> Image:
     try:
         image = reader.Execute()
     except RuntimeError as error:
-        raise InputError(f"cannot read DICOM series in {directory}: {_short_reason(error)}") from None
+        raise InputError(f"cannot read DICOM series in {directory}: {short_reason(error)}") from None
     if image.GetNumberOfComponentsPerPixel() not in (1, 3):
         raise InputError(
             f"{directory} has {image.GetNumberOfComponentsPerPixel()} components per pixel: "
@@ -424,9 +424,9 @@ def write_image(image: Image, path: str | os.PathLike[str], *, compress: bool = 
             else:
                 _write_one_file_atomically(sitk_image, path, fmt, compress)
     except RuntimeError as error:
-        raise InputError(f"cannot write {path}: {_short_reason(error)}") from None
+        raise InputError(f"cannot write {path}: {short_reason(error)}") from None
     except OSError as error:
-        raise InputError(f"cannot write {path}: {error.strerror or _short_reason(error)}") from None
+        raise InputError(f"cannot write {path}: {error.strerror or short_reason(error)}") from None
     return path
 
 

@@ -3,8 +3,8 @@
 Rigid (Euler), affine and deformable B-spline (after affine) alignment, all driven by Mattes
 mutual information (Mattes et al., "PET-CT image registration in the chest using free-form
 deformations", IEEE TMI 22(1), 2003) in a multi-resolution pyramid (shrink and smooth per
-level), sampling a fixed fraction of the fixed image's voxels at random physical positions
-with a fixed seed, from a geometry- or moments-centred start (ITK's
+level), sampling a fraction of the fixed image's voxels (at most ``max_samples``) at random
+physical positions with a fixed seed, from a geometry- or moments-centred start (ITK's
 ``CenteredTransformInitializer``). B-spline free-form deformation follows Rueckert et al.,
 "Nonrigid registration using free-form deformations: application to breast MR images",
 IEEE TMI 18(8), 1999.
@@ -17,9 +17,11 @@ fixed image inside the moving one, raises :class:`~MedFusionLib.errors.Registrat
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,10 +31,14 @@ import SimpleITK as sitk
 from .colour import luminance
 from .errors import GeometryError, ParameterError, RegistrationError
 from .image import Image
+from .io import short_reason
 
 TRANSFORM_TYPES = ("rigid", "affine", "bspline")
 INITIALISATIONS = ("geometry", "moments")
 DEFAULT_SEED = 20261124
+DEFAULT_MAX_SAMPLES = 100_000  # at full resolution; a level shrunk by s samples at most 1/s of it
+MIN_SAMPLES = 20_000  # per pyramid level, or every voxel of a smaller level
+GRADIENT_IMAGE_MAX_VOXELS = 2_000_000  # above this, metric gradients at sample points only
 BSPLINE_ITERATIONS = 20  # per level; L-BFGS-B on a coarse (40 mm) control grid converges early
 MIN_OVERLAP = 0.25  # of the fixed image's corners-box volume that must map inside the moving image
 
@@ -121,6 +127,7 @@ def _method(
     fixed: sitk.Image,
     *,
     sampling_fraction: float,
+    max_samples: int,
     seed: int,
     fixed_mask: sitk.Image | None,
     moving_mask: sitk.Image | None,
@@ -129,9 +136,26 @@ def _method(
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
     method.SetMetricSamplingStrategy(method.RANDOM)
+    # Smoothed gradient images make smooth PET/SPECT pairs more accurate (0.93 vs 1.06 mm mean
+    # TRE for SPM SPECT to T1) but cost seconds per level on large volumes, where gradients at
+    # the sample points alone do as well (a 1 mm brain, a 512x512x48 CT: twice as fast).
+    small = float(np.prod(fixed.GetSize())) <= GRADIENT_IMAGE_MAX_VOXELS
+    method.SetMetricUseFixedImageGradientFilter(small)
+    method.SetMetricUseMovingImageGradientFilter(small)
     shrinks, sigmas = _levels_for(fixed)
-    # coarse levels have few voxels: sample more of them so the metric is not too noisy
-    fractions = [min(1.0, sampling_fraction * shrink ** (fixed.GetDimension() - 1)) for shrink in shrinks]
+    # A level shrunk by s samples 1/s as many points as the full image (a larger fraction of its
+    # fewer voxels, so the coarse metric is not too noisy), at least MIN_SAMPLES (small 2-D
+    # slices), and at most max_samples / s: the cap keeps a 1 mm volume (7 M voxels) about as
+    # cheap per iteration as a 2 mm one. Samples outside a fixed mask are dropped, so a mask
+    # raises the fraction drawn.
+    voxels = float(np.prod(fixed.GetSize()))
+    dimension = fixed.GetDimension()
+    kept = 1.0 if fixed_mask is None else max(float(sitk.GetArrayViewFromImage(fixed_mask).mean()), 1e-3)
+    fractions = []
+    for s in shrinks:
+        level_voxels = voxels / s**dimension
+        wanted = max(sampling_fraction * voxels / s, min(level_voxels, MIN_SAMPLES))
+        fractions.append(min(1.0, min(wanted, max_samples / s) / (level_voxels * kept)))
     method.SetMetricSamplingPercentagePerLevel(fractions, seed)
     method.SetInterpolator(sitk.sitkLinear)
     if fixed_mask is not None:
@@ -159,6 +183,17 @@ def _run(
     return method.Execute(fixed, moving), iterations
 
 
+@contextlib.contextmanager
+def _itk_failures_as_errors(names: tuple[str, str]) -> Iterator[None]:
+    """ITK's exceptions (e.g. every sample mapping outside the moving image) as one-line errors."""
+    try:
+        yield
+    except RuntimeError as error:
+        raise RegistrationError(
+            f"registration of {names[1]} to {names[0]} failed: {short_reason(error)}"
+        ) from None
+
+
 def _unwrap(transform: sitk.Transform) -> sitk.Transform:
     """The single transform inside a one-element composite (what Slicer and readers expect)."""
     if transform.GetName() == "CompositeTransform":
@@ -184,6 +219,7 @@ def register(
     fixed_mask: Image | None = None,
     moving_mask: Image | None = None,
     sampling_fraction: float = 0.1,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
     histogram_bins: int = 50,
     seed: int = DEFAULT_SEED,
     name_fixed: str = "fixed",
@@ -199,6 +235,7 @@ def register(
         initialisation: ``"geometry"`` (image centres) or ``"moments"`` (centres of mass).
         fixed_mask, moving_mask: images on the fixed / moving grids; non-zero voxels are used.
         sampling_fraction: fraction of fixed voxels sampled per iteration (0 < f <= 1).
+        max_samples: at most this many samples per pyramid level (at least 1000).
         histogram_bins: Mattes MI histogram bins.
         seed: random sampling seed (the same seed gives the same result on one machine).
         name_fixed, name_moving: how errors name the images.
@@ -216,6 +253,8 @@ def register(
         )
     if not 0 < sampling_fraction <= 1:
         raise ParameterError(f"sampling_fraction must be in (0, 1], got {sampling_fraction}")
+    if max_samples < 1000:
+        raise ParameterError(f"max_samples must be at least 1000, got {max_samples}")
     if not 8 <= histogram_bins <= 256:
         raise ParameterError(f"histogram_bins must be in 8..256, got {histogram_bins}")
     if fixed.ndim != moving.ndim:
@@ -227,6 +266,7 @@ def register(
     names = (name_fixed, name_moving)
     options = {
         "sampling_fraction": sampling_fraction,
+        "max_samples": max_samples,
         "seed": seed,
         "fixed_mask": _mask(fixed_mask),
         "moving_mask": _mask(moving_mask),
@@ -243,17 +283,55 @@ def register(
             fixed_itk, moving_itk, _base_transform(fixed.ndim), mode
         )
 
-    evaluator = _method(fixed_itk, **options)
-    evaluator.SetInitialTransform(initial_transform, inPlace=False)
-    metric_initial = evaluator.MetricEvaluate(fixed_itk, moving_itk)
+    with _itk_failures_as_errors(names):
+        transform, iterations, metric_initial, metric_final = _optimise(
+            fixed_itk, moving_itk, initial_transform, type=type, options=options
+        )
+    overlap = overlap_fraction(fixed_itk, moving_itk, transform)
+    warnings: list[str] = []
+    if overlap < MIN_OVERLAP:
+        raise RegistrationError(
+            f"registration of {name_moving} to {name_fixed} failed: only {overlap:.0%} of {name_fixed} maps inside "
+            f"{name_moving} (it covers too little of {name_fixed}, or the transform moved it out of the field of view)"
+        )
+    if not metric_final < metric_initial:
+        raise RegistrationError(
+            f"registration of {name_moving} to {name_fixed} failed: mutual information did not improve "
+            f"({-metric_initial:.4f} -> {-metric_final:.4f})"
+        )
+    if overlap < 0.6:
+        warnings.append(f"only {overlap:.0%} of {name_fixed} maps inside {name_moving}")
+    return RegistrationResult(
+        transform=transform,
+        type=type,
+        metric_initial=float(metric_initial),
+        metric_final=float(metric_final),
+        iterations_per_level=iterations,
+        seconds=time.perf_counter() - start,
+        overlap=overlap,
+        warnings=warnings,
+    )
+
+
+def _optimise(
+    fixed_itk: sitk.Image,
+    moving_itk: sitk.Image,
+    initial_transform: sitk.Transform,
+    *,
+    type: str,
+    options: dict[str, Any],
+) -> tuple[sitk.Transform, list[int], float, float]:
+    """The rigid, affine and B-spline stages; returns the transform, iterations and metric before/after."""
+    dimension = fixed_itk.GetDimension()
+    metric_initial = _metric_value(fixed_itk, moving_itk, initial_transform, options)
 
     def linear_stage(start: sitk.Transform) -> tuple[sitk.Transform, list[int]]:
         """Optimise a rigid or affine transform with regular-step gradient descent."""
         stage = _method(fixed_itk, **options)
         stage.SetOptimizerAsRegularStepGradientDescent(
             learningRate=1.0,
-            minStep=1e-4,
-            numberOfIterations=200,
+            minStep=1e-3,
+            numberOfIterations=100,
             relaxationFactor=0.5,
             gradientMagnitudeTolerance=1e-8,
         )
@@ -264,7 +342,7 @@ def register(
 
     transform, iterations = linear_stage(initial_transform)
     if type in ("affine", "bspline"):
-        affine = sitk.AffineTransform(fixed.ndim)
+        affine = sitk.AffineTransform(dimension)
         affine.SetMatrix(transform.GetMatrix())
         affine.SetTranslation(transform.GetTranslation())
         affine.SetCenter(transform.GetCenter())
@@ -284,35 +362,22 @@ def register(
         stage.SetInitialTransform(bspline, inPlace=True)
         deformable, more = _run(stage, fixed_itk, moving_itk)
         iterations += more
-        composite = sitk.CompositeTransform(fixed.ndim)
+        composite = sitk.CompositeTransform(dimension)
         composite.AddTransform(transform)
         composite.AddTransform(deformable)
         transform = composite
 
-    final = _method(fixed_itk, **options)
-    final.SetInitialTransform(transform, inPlace=False)
-    metric_final = final.MetricEvaluate(fixed_itk, moving_itk)
-    overlap = overlap_fraction(fixed_itk, moving_itk, transform)
-    warnings: list[str] = []
-    if overlap < MIN_OVERLAP:
-        raise RegistrationError(
-            f"registration of {name_moving} to {name_fixed} failed: only {overlap:.0%} of {name_fixed} maps inside "
-            f"{name_moving} (the transform moved it out of the field of view)"
-        )
-    if not metric_final < metric_initial:
-        raise RegistrationError(
-            f"registration of {name_moving} to {name_fixed} failed: mutual information did not improve "
-            f"({-metric_initial:.4f} -> {-metric_final:.4f})"
-        )
-    if overlap < 0.6:
-        warnings.append(f"only {overlap:.0%} of {name_fixed} maps inside {name_moving}")
-    return RegistrationResult(
-        transform=transform,
-        type=type,
-        metric_initial=float(metric_initial),
-        metric_final=float(metric_final),
-        iterations_per_level=iterations,
-        seconds=time.perf_counter() - start,
-        overlap=overlap,
-        warnings=warnings,
-    )
+    return transform, iterations, metric_initial, _metric_value(fixed_itk, moving_itk, transform, options)
+
+
+def _metric_value(
+    fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform, options: dict[str, Any]
+) -> float:
+    """Mattes MI (negated, lower is better) at full resolution on a fixed random sample."""
+    method = _method(fixed, **options)
+    method.SetShrinkFactorsPerLevel([1])
+    method.SetSmoothingSigmasPerLevel([0.0])
+    sample = min(1.0, options["max_samples"] / float(np.prod(fixed.GetSize())))
+    method.SetMetricSamplingPercentagePerLevel([sample], options["seed"])
+    method.SetInitialTransform(transform, inPlace=False)
+    return method.MetricEvaluate(fixed, moving)
