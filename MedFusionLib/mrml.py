@@ -420,6 +420,8 @@ def add_fusion_result_nodes(
         "MedFusion.Parameters": json.dumps(result.parameters, sort_keys=True, default=str),
         "MedFusion.Registration": registration,
         "MedFusion.TransformNodeID": transform_id,
+        "MedFusion.FixedNodeID": fixed.GetID(),
+        "MedFusion.MovingNodeID": moving.GetID(),
         "MedFusion.Version": __version__,
         "MedFusion.Device": result.device,
     }
@@ -496,8 +498,14 @@ def show_fusion(
 
     Every ``vtkMRMLSliceCompositeNode`` of the scene gets ``fused`` as background and
     ``foreground`` (or none) as foreground at ``opacity``; the views are linked and fitted to
-    the volumes. The foreground's display node gets the colour table ``foreground_lut``
-    (a display change only; voxels are untouched).
+    the volumes.
+
+    A scalar ``foreground`` is shown through an overlay node, "<name> (overlay)", that shares
+    its voxels (no copy) but has its own display node (``foreground_lut``, window from the
+    50th to the 99.5th percentile so that only the uptake is coloured) and, when ``fused``
+    was registered from this very node, sits under the registration's transform node, so the
+    overlay is aligned like the fusion and follows any adjustment made in the Transforms
+    module. The user's node itself is never changed. Calling again reuses the overlay.
 
     Args:
         fused: the volume node to show as background (usually a fusion output).
@@ -521,11 +529,8 @@ def show_fusion(
     if foreground is not None:
         _check_volume_node(foreground, "foreground")
         colour_id = _colour_node_id(scene, foreground_lut)
-        if foreground.GetDisplayNode() is None:
-            foreground.CreateDefaultDisplayNodes()
-        display = foreground.GetDisplayNode()
-        if display is not None and not foreground.IsA("vtkMRMLVectorVolumeNode"):
-            display.SetAndObserveColorNodeID(colour_id)
+        if not foreground.IsA("vtkMRMLVectorVolumeNode"):
+            foreground = _overlay_node(fused, foreground, colour_id)
     for composite in _nodes(scene, "vtkMRMLSliceCompositeNode"):
         composite.SetBackgroundVolumeID(fused.GetID())
         composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
@@ -538,6 +543,42 @@ def show_fusion(
     else:
         for slice_node in _nodes(scene, "vtkMRMLSliceNode"):
             _fit_slice_node(slice_node, fused)
+
+
+def _overlay_node(fused: Any, foreground: Any, colour_id: str) -> Any:
+    """The display-only twin of ``foreground`` (shared voxels), aligned by the fusion's transform."""
+    scene = fused.GetScene()
+    overlay = next(
+        (
+            n
+            for n in _nodes(scene, "vtkMRMLScalarVolumeNode")
+            if n.GetAttribute("MedFusion.OverlayOf") == foreground.GetID()
+        ),
+        None,
+    )
+    if overlay is None:
+        overlay = scene.AddNewNodeByClass(
+            "vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(f"{foreground.GetName()} (overlay)")
+        )
+        overlay.SetAttribute("MedFusion.OverlayOf", foreground.GetID())
+        overlay.SetAndObserveImageData(foreground.GetImageData())
+        _set_ijk_to_ras(overlay, _ijk_to_ras(foreground))
+        display = scene.AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")
+        overlay.SetAndObserveDisplayNodeID(display.GetID())
+    display = overlay.GetDisplayNode()
+    display.SetAndObserveColorNodeID(colour_id)
+    voxels = numpy_support.vtk_to_numpy(foreground.GetImageData().GetPointData().GetScalars())
+    low, high = np.percentile(voxels[np.isfinite(voxels)], [50.0, 99.5])
+    if high <= low:
+        low, high = float(np.nanmin(voxels)), float(np.nanmax(voxels))
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(float(low), float(high))
+    registered_from_it = fused.GetAttribute("MedFusion.MovingNodeID") == foreground.GetID()
+    transform_id = fused.GetAttribute("MedFusion.TransformNodeID") if registered_from_it else None
+    if not transform_id:
+        transform_id = foreground.GetTransformNodeID()  # the user's own placement, if any
+    overlay.SetAndObserveTransformNodeID(transform_id or None)
+    return overlay
 
 
 def render_slice_views_png(

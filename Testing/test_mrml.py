@@ -331,12 +331,34 @@ class TestShowFusion:
 
         composites = list(mrml._nodes(scene, "vtkMRMLSliceCompositeNode"))
         assert len(composites) == 3
+        overlay = scene.GetNodeByID(composites[0].GetForegroundVolumeID())
+        assert (
+            overlay.GetName() == "PET view (overlay)"
+            and overlay.GetAttribute("MedFusion.OverlayOf") == moving.GetID()
+        )
+        assert overlay.GetImageData() == moving.GetImageData()  # shared voxels, not a copy
         for composite in composites:
             assert composite.GetBackgroundVolumeID() == fused.GetID()
-            assert composite.GetForegroundVolumeID() == moving.GetID()
+            assert composite.GetForegroundVolumeID() == overlay.GetID()
             assert composite.GetForegroundOpacity() == pytest.approx(0.4)
             assert composite.GetLinkedControl() == 1
-        assert moving.GetDisplayNode().GetColorNodeID() == "vtkMRMLPETProceduralColorNodePET-Heat"
+        assert overlay.GetDisplayNode().GetColorNodeID() == "vtkMRMLPETProceduralColorNodePET-Heat"
+        assert (
+            moving.GetDisplayNode() is None
+            or moving.GetDisplayNode().GetColorNodeID() != overlay.GetDisplayNode().GetColorNodeID()
+        )
+        assert overlay.GetTransformNodeID() is None  # registration "none": nothing to align
+        mrml.show_fusion(fused, foreground=moving, opacity=0.4)
+        assert (
+            len(
+                [
+                    n
+                    for n in mrml._nodes(scene, "vtkMRMLScalarVolumeNode")
+                    if n.GetAttribute("MedFusion.OverlayOf")
+                ]
+            )
+            == 1
+        )
         red = scene.GetNodeByID("vtkMRMLSliceNodeRed")
         assert red.GetFieldOfView()[0] == pytest.approx(max(91 * 2, 109 * 2), abs=2.5)
 
@@ -355,11 +377,27 @@ class TestShowFusion:
         for composite in composites:
             assert composite.GetForegroundVolumeID() is None
 
+    def test_the_overlay_of_a_registered_moving_volume_sits_under_its_transform(self, headless, small_mni):
+        scene = headless.scene
+        fixed = load_volume(scene, small_mni["spm_T1"], name="T1 reg")
+        moving = load_volume(scene, small_mni["spm_PET"], name="PET reg")
+        fused = mrml.fuse_volume_nodes(fixed, moving, registration="rigid", device="cpu")
+        mrml.show_fusion(fused, foreground=moving)
+        overlay = scene.GetNodeByID(
+            mrml._nodes(scene, "vtkMRMLSliceCompositeNode")[0].GetForegroundVolumeID()
+        )
+        assert fused.GetAttribute("MedFusion.TransformNodeID")
+        assert overlay.GetTransformNodeID() == fused.GetAttribute("MedFusion.TransformNodeID")
+        assert moving.GetTransformNodeID() is None
+
     def test_lut_by_id_and_unknown_lut(self, headless):
         scene = headless.scene
         node = mrml.volume_node_from_image(Image.from_sitk(oblique_image()), scene, "lut")
         mrml.show_fusion(node, foreground=node, foreground_lut="vtkMRMLPETProceduralColorNodePET-Rainbow2")
-        assert node.GetDisplayNode().GetColorNodeID() == "vtkMRMLPETProceduralColorNodePET-Rainbow2"
+        overlay = scene.GetNodeByID(
+            mrml._nodes(scene, "vtkMRMLSliceCompositeNode")[0].GetForegroundVolumeID()
+        )
+        assert overlay.GetDisplayNode().GetColorNodeID() == "vtkMRMLPETProceduralColorNodePET-Rainbow2"
         with pytest.raises(InputError, match="'Sunset'.*PET-Heat"):
             mrml.show_fusion(node, foreground=node, foreground_lut="Sunset")
         with pytest.raises(InputError, match="opacity"):
