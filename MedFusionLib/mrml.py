@@ -502,7 +502,8 @@ def show_fusion(
 
     A scalar ``foreground`` is shown through an overlay node, "<name> (overlay)", that shares
     its voxels (no copy) but has its own display node (``foreground_lut``, window from the
-    50th to the 99.5th percentile so that only the uptake is coloured) and, when ``fused``
+    median to the 99.5th percentile of the voxels inside the body, so that the uptake rather
+    than the whole body is coloured) and, when ``fused``
     was registered from this very node, sits under the registration's transform node, so the
     overlay is aligned like the fusion and follows any adjustment made in the Transforms
     module. The user's node itself is never changed. Calling again reuses the overlay.
@@ -568,9 +569,12 @@ def _overlay_node(fused: Any, foreground: Any, colour_id: str) -> Any:
     display = overlay.GetDisplayNode()
     display.SetAndObserveColorNodeID(colour_id)
     voxels = numpy_support.vtk_to_numpy(foreground.GetImageData().GetPointData().GetScalars())
-    low, high = np.percentile(voxels[np.isfinite(voxels)], [50.0, 99.5])
+    voxels = voxels[np.isfinite(voxels)].astype(np.float64)
+    floor, top = np.percentile(voxels, [0.5, 99.5])
+    inside = voxels[voxels > floor + 0.1 * (top - floor)]  # the body, not the air around it
+    low, high = np.percentile(inside, [50.0, 99.5]) if inside.size else (floor, top)
     if high <= low:
-        low, high = float(np.nanmin(voxels)), float(np.nanmax(voxels))
+        low, high = float(voxels.min()), float(voxels.max())
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(float(low), float(high))
     registered_from_it = fused.GetAttribute("MedFusion.MovingNodeID") == foreground.GetID()
