@@ -213,6 +213,7 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         if self._job is not None and not self._job.finished:
             self._job.cancel()
+            self._job.wait(10)  # the module is closing: let the process end and clean up
         self._finishJob()
         self.removeObservers()
 
@@ -522,7 +523,9 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if job.result is not None:
                 with slicer.util.tryWithErrorDisplay(_("Failed to load the fusion result."), waitCursor=True):
                     self._showResult(job.result, context)
-            elif not job.cancelled:
+            elif job.cancelled:
+                self.ui.statusLabel.text = _("Cancelled; nothing was added to the scene.")
+            else:
                 slicer.util.errorDisplay(_("Fusion failed: {error}").format(error=job.error))
                 self.ui.statusLabel.text = _("Failed: {error}").format(error=job.error)
         finally:
@@ -567,10 +570,9 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onCancelButton(self) -> None:
         if self._job is None:
             return
-        self._timer.stop()
-        self._job.cancel()  # ends the process group within a few seconds, removes partial outputs
-        self.ui.statusLabel.text = _("Cancelled; nothing was added to the scene.")
-        self._finishJob()
+        self._job.cancel()  # returns at once; the polling timer sees the process end
+        self.ui.cancelButton.enabled = False
+        self.ui.statusLabel.text = _("Cancelling...")
 
     def _finishJob(self) -> None:
         if self._timer is not None:

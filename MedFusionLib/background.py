@@ -335,6 +335,7 @@ class BackgroundJob:
         self.result: dict[str, Any] | None = None
         self.error: str | None = None
         self.cancelled = False
+        self._kill_at: float | None = None
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._stderr: list[str] = []
@@ -426,6 +427,8 @@ class BackgroundJob:
             elif event.get("stage") == "error":
                 self.error = event.get("message")
         self.events.extend(new)
+        if self.cancelled:
+            self._finish_cancel()
         if self._stdout_closed and self.process is not None and self.process.poll() is not None:
             if self.returncode != EXIT_OK and self.error is None:
                 tail = "".join(self._stderr[-5:]).strip().splitlines()
@@ -454,6 +457,8 @@ class BackgroundJob:
             return False
         if not self._stdout_closed:
             self.poll()
+        elif self.cancelled:
+            self._finish_cancel()
         return self._stdout_closed and self._queue.empty()
 
     @property
@@ -470,32 +475,47 @@ class BackgroundJob:
         return "".join(self._stderr)
 
     def wait(self, timeout: float | None = None) -> int:
-        """Block until the process exits (for scripts and tests, not for a GUI)."""
+        """Block until the process exits (for scripts and tests, not for a GUI).
+
+        Polls while waiting, so a cancelled process that outlives ``kill_after`` is killed.
+        """
         if self.process is None:
             raise RuntimeError("the job was not started")
-        code = self.process.wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.process.poll() is None:
+            self.poll()
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.process.args, timeout or 0.0)
+            time.sleep(0.05)
         for thread in self._threads:
             thread.join(timeout=5)
         self.poll()
-        return code
+        return self.process.returncode
 
     # cancelling -----------------------------------------------------------------------
     def cancel(self) -> None:
-        """End the process group (terminate, then kill) and remove partial outputs."""
-        if self.process is None:
+        """Ask the process group to end, without waiting (safe on a GUI thread).
+
+        The process is terminated now and killed by :meth:`poll` if it is still running
+        ``kill_after`` seconds later (Python cannot act on a signal during a long ITK call).
+        Once it has exited, :meth:`poll` removes partial outputs and reports ``"cancelled"``.
+        """
+        if self.process is None or self.cancelled:
             return
         self.cancelled = True
         if self.process.poll() is None:
             self._signal(signal.SIGTERM if os.name != "nt" else signal.CTRL_BREAK_EVENT)
-            try:
-                self.process.wait(self.kill_after)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL if os.name != "nt" else None)
-                self.process.wait(10)
-        for thread in self._threads:
-            thread.join(timeout=2)
+            self._kill_at = time.monotonic() + self.kill_after
         self.poll()
-        if self.result is None:
+
+    def _finish_cancel(self) -> None:
+        """After a cancelled process has exited: drop what it wrote, unless it had finished."""
+        if self._kill_at is not None and self.process is not None and self.process.poll() is None:
+            if time.monotonic() >= self._kill_at:
+                self._signal(signal.SIGKILL if os.name != "nt" else None)
+                self._kill_at = None
+            return
+        if self.process is not None and self.process.poll() is not None and self.result is None:
             self.remove_outputs()
             self.error = "cancelled"
 
