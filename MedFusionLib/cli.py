@@ -1,4 +1,4 @@
-"""The ``medfusion`` command: ``methods``, ``fuse``, ``register``, ``metrics``, ``benchmark`` and ``demo``.
+"""The ``medfusion`` command: ``methods``, ``fuse``, ``register``, ``metrics``, ``benchmark``, ``train`` and ``demo``.
 
 Errors caused by the input print one line on stderr (``medfusion: error: ...``) and exit
 with status 2; no output file is left behind (outputs are written under a temporary name
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .errors import MedFusionError, ParameterError
+from .errors import InputError, MedFusionError, ParameterError
 from .fusion import get_method, list_methods
 from .io import check_output_path, read_image, write_image
 from .pipeline import DEFAULT_METHOD, fuse_images
@@ -303,6 +303,40 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .cnn.data import TrainingVolumes
+    from .cnn.train import NETWORKS, Recipe, train_network
+
+    if args.method not in NETWORKS:
+        raise ParameterError(f"unknown network {args.method!r} (trainable: {', '.join(NETWORKS)})")
+    data = Path(args.data)
+    if any((data / name).is_dir() for name in ("MRI_CT", "MRI_PET", "MRI_SPECT")):
+        raise InputError(f"{data} holds the Harvard evaluation pairs: networks are never trained on them")
+    out = Path(args.out or f"{args.method}.safetensors")
+    if out.suffix != ".safetensors":
+        raise InputError(f"{out}: the weights file must end in .safetensors")
+    recipe = Recipe(
+        epochs=args.epochs, steps_per_epoch=args.steps, batch=args.batch, crop=args.crop, seed=args.seed
+    )
+    torch.set_num_threads(args.threads)
+    volumes = TrainingVolumes.from_directory(data)
+    record = train_network(
+        args.method,
+        volumes=volumes,
+        out=out,
+        recipe=recipe,
+        data_description=f"SPM/MNI templates from {data}",
+        log=None if args.json else (lambda line: print(line, file=sys.stderr, flush=True)),
+    )
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        print(f"wrote {out} ({record['bytes']} bytes, sha256 {record['sha256']}) and {out.name}.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="medfusion", description="Multi-modal medical image fusion (CT, MRI, PET, SPECT).")
     parser.add_argument("--version", action="version", version=f"medfusion {__version__}")
@@ -381,6 +415,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the fusion calls (default 2)")
     p.add_argument("--json", action="store_true", help="print {SET: {METHOD: {METRIC: mean}}} as JSON")
     p.set_defaults(run=cmd_benchmark)
+
+    from .cnn.train import Recipe
+
+    p = sub.add_parser("train", help="train one of MedFusion's fusion networks (reproducible, CPU or GPU)")
+    p.add_argument("method", metavar="METHOD", help="network to train: dense_fusion_net")
+    p.add_argument(
+        "--data", required=True, help="folder with the SPM/MNI templates (DATA or DATA/mni); never Harvard"
+    )
+    p.add_argument("--out", help="weights file (default ./METHOD.safetensors); its record goes to OUT.json")
+    p.add_argument("--epochs", type=int, default=Recipe.epochs, help=f"default {Recipe.epochs}")
+    p.add_argument("--steps", type=int, default=Recipe.steps_per_epoch, help="steps per epoch")
+    p.add_argument("--batch", type=int, default=Recipe.batch, help=f"crops per step (default {Recipe.batch})")
+    p.add_argument(
+        "--crop", type=int, default=Recipe.crop, help=f"crop size in pixels (default {Recipe.crop})"
+    )
+    p.add_argument("--seed", type=int, default=Recipe.seed, help="seed of weights and batches")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--json", action="store_true", help="print the weights' record as JSON")
+    p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("demo", help="fuse the shipped sample data with several methods")
     p.add_argument("--out", default="medfusion_demo", help="output folder (default ./medfusion_demo)")

@@ -26,3 +26,7 @@ class GeometryError(MedFusionError):
 
 class RegistrationError(MedFusionError):
     """Registration failed: no improvement of the metric, or the result leaves the field of view."""
+
+
+class WeightsError(MedFusionError):
+    """Network weights are missing, altered (SHA-256 mismatch) or not loadable."""

@@ -1,0 +1,95 @@
+"""Training pairs from images the project may use (never the Harvard evaluation slices).
+
+The recipe's data are the SPM/MNI templates in ``DATA/mni`` (GPL-2; co-registered in MNI
+space): an anatomical volume (the Colin27 T1 at 1 mm, the SPM T1, T2 and PD templates) with a
+second one (the PET, SPECT and transmission templates; transmission is attenuation, the
+closest thing to CT there), all resampled in world coordinates onto the 1 mm Colin27 grid.
+Batches are random 2-D crops of axial, coronal and sagittal slices with flips, 90-degree
+turns, gamma changes and random source order, so that either input slot takes either kind.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..image import Image
+from ..io import read_image
+from ..preprocess import resample_to
+
+REFERENCE = "colin27_ch2_1mm"
+ANATOMICAL = ("colin27_ch2_1mm", "spm_T1", "spm_T2", "spm_PD")
+SECOND = ("spm_PET", "spm_SPECT", "spm_Transm")
+
+
+def _unit_range(array: np.ndarray) -> np.ndarray:
+    low, high = np.percentile(array, [0.5, 99.5])
+    return np.clip((array - low) / max(high - low, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+@dataclass
+class TrainingVolumes:
+    """Co-registered volumes on one grid, each scaled to ``[0, 1]``, and the pairs to draw."""
+
+    volumes: dict[str, np.ndarray]
+    pairs: list[tuple[str, str]]
+
+    @classmethod
+    def from_directory(cls, directory: str | os.PathLike[str]) -> TrainingVolumes:
+        """Load the recipe's volumes from ``directory`` (a folder holding the ``mni`` files)."""
+        directory = Path(directory)
+        folder = directory / "mni" if (directory / "mni").is_dir() else directory
+        names = sorted(set(ANATOMICAL) | set(SECOND))
+        missing = [n for n in names if not (folder / f"{n}.nii.gz").is_file()]
+        if missing:
+            raise InputError(
+                f"training data folder {folder} lacks {missing[0]}.nii.gz (the SPM/MNI templates)"
+            )
+        reference: Image = read_image(folder / f"{REFERENCE}.nii.gz")
+        volumes = {}
+        for name in names:
+            image = read_image(folder / f"{name}.nii.gz")
+            on_grid = image if name == REFERENCE else resample_to(image, reference, name=name)
+            volumes[name] = _unit_range(on_grid.array.astype(np.float32))
+        pairs = [(a, b) for a in ANATOMICAL for b in SECOND] + [("colin27_ch2_1mm", "spm_T2")]
+        return cls(volumes=volumes, pairs=pairs)
+
+    def batch(self, rng: np.random.Generator, *, size: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` random ``size`` x ``size`` crops of slice pairs, as two ``(N, 1, H, W)`` tensors."""
+        first, second = [], []
+        while len(first) < count:
+            name_a, name_b = self.pairs[rng.integers(len(self.pairs))]
+            a, b = self._crop(rng, self.volumes[name_a], self.volumes[name_b], size)
+            if max(a.mean(), b.mean()) < 0.05:  # mostly air: draw again
+                continue
+            if rng.random() < 0.5:
+                a, b = b, a
+            first.append(a)
+            second.append(b)
+        return torch.from_numpy(np.stack(first)[:, None]), torch.from_numpy(np.stack(second)[:, None])
+
+    @staticmethod
+    def _crop(
+        rng: np.random.Generator, a: np.ndarray, b: np.ndarray, size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        axis = int(rng.integers(3))
+        depth = a.shape[axis]
+        index = int(rng.integers(int(0.15 * depth), int(0.85 * depth)))
+        sa, sb = np.take(a, index, axis=axis), np.take(b, index, axis=axis)
+        pad = [(0, max(0, size - n)) for n in sa.shape]
+        sa, sb = np.pad(sa, pad), np.pad(sb, pad)
+        y = int(rng.integers(sa.shape[0] - size + 1))
+        x = int(rng.integers(sa.shape[1] - size + 1))
+        sa, sb = sa[y : y + size, x : x + size], sb[y : y + size, x : x + size]
+        turns, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
+        out = []
+        for s in (sa, sb):
+            s = np.rot90(s, turns)
+            s = s[:, ::-1] if flip else s
+            out.append(np.ascontiguousarray(s ** rng.uniform(0.7, 1.4), dtype=np.float32))
+        return out[0], out[1]
