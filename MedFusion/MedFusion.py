@@ -39,6 +39,7 @@ REQUIRED_MODULES = {
     "pywt": "PyWavelets",
     "PIL": "Pillow",
     "tqdm": "tqdm",
+    "safetensors": "safetensors",
 }
 POLL_INTERVAL_MS = 150
 

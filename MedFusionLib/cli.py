@@ -63,9 +63,10 @@ def methods_markdown(methods: Sequence[Any]) -> str:
     lines = [
         "# Fusion methods",
         "",
-        "Made with `medfusion methods --markdown`. Every method fuses 2-D slices and 3-D volumes",
-        "natively on torch (CPU, CUDA or MPS). Defaults follow the cited paper where it states them;",
-        "where a value is this project's choice, the method's docstring says so and why.",
+        "Made with `medfusion methods --markdown`. Every method fuses 2-D slices and 3-D volumes on",
+        "torch (CPU, CUDA or MPS), natively in 3-D except the `cnn` family, whose 2-D networks fuse a",
+        "volume slice by slice (see Docs/models.md). Defaults follow the cited paper where it states",
+        "them; where a value is this project's choice, the method's docstring says so and why.",
     ]
     for m in methods:
         lines += ["", f"## `{m.name}` ({m.family})", "", m.summary, "", f"*{m.citation}*", ""]

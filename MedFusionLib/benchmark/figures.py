@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import colorsys
 import math
-import os
 import re
-import secrets
 from collections.abc import Mapping, Sequence
 from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from ..atomic import replacing
 
 Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
 Colour = tuple[int, int, int]
@@ -178,18 +178,9 @@ def _draw_lines(
 
 def _save_atomically(canvas: Image.Image, path: str | Path) -> Path:
     """Write ``canvas`` as a PNG at ``path`` via a temporary file in the same folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a unique name opened exclusively (not mkstemp, so that the file gets the usual umask permissions)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as stream:
-            canvas.save(stream, format="PNG", optimize=True)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
+    with replacing(path) as temporary, open(temporary, "xb") as stream:
+        canvas.save(stream, format="PNG", optimize=True)
+    return Path(path)
 
 
 def _finite(value: object) -> float | None:

@@ -7,9 +7,7 @@ import csv
 import io
 import json
 import math
-import os
 import platform
-import tempfile
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..atomic import replacing
 from ..metrics import list_metrics
 from .figures import save_examples_figure, save_score_chart
 from .published import ComparisonRow
@@ -29,15 +28,8 @@ SOURCE_PART_COLUMNS = ("VIF_A", "VIF_B", "balance")
 
 def _write_text(path: Path, text: str) -> Path:
     """Write atomically (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with replacing(path) as temporary, open(temporary, "x", encoding="utf-8", newline="") as stream:
+        stream.write(text)
     return path
 
 

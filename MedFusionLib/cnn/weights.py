@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..atomic import replacing
 from ..errors import WeightsError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -71,16 +71,9 @@ def load_state_dict(path: str | os.PathLike[str], *, sha256: str) -> dict[str, t
 def save_state_dict(state: dict[str, torch.Tensor], path: str | os.PathLike[str]) -> str:
     """Write ``state`` atomically (temporary file, then rename); returns its SHA-256."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, temporary)
-        size = os.path.getsize(temporary)
+    with replacing(path) as temporary:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(temporary))
+        size = temporary.stat().st_size
         if size > MAX_BYTES:
             raise WeightsError(f"network weights for {path} take {size} bytes, over the {MAX_BYTES} limit")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return sha256_of(path)
