@@ -138,7 +138,7 @@ def _method(
     method.SetMetricSamplingStrategy(method.RANDOM)
     # Smoothed gradient images make smooth PET/SPECT pairs more accurate (0.93 vs 1.06 mm mean
     # TRE for SPM SPECT to T1) but cost seconds per level on large volumes, where gradients at
-    # the sample points alone do as well (a 1 mm brain, a 512x512x48 CT: twice as fast).
+    # the sample points alone do as well (a 512x512x48 CT: 17 s -> 9 s; a 1 mm brain: 7.2 s -> 6.4 s).
     small = float(np.prod(fixed.GetSize())) <= GRADIENT_IMAGE_MAX_VOXELS
     method.SetMetricUseFixedImageGradientFilter(small)
     method.SetMetricUseMovingImageGradientFilter(small)
