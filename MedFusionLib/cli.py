@@ -307,8 +307,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .cnn.data import TrainingVolumes
-    from .cnn.train import NETWORKS, Recipe, train_network
+    from .cnn.data import FocusPatches, TrainingVolumes
+    from .cnn.train import NETWORKS, FocusRecipe, Recipe, train_focus_network, train_network
 
     if args.method not in NETWORKS:
         raise ParameterError(f"unknown network {args.method!r} (trainable: {', '.join(NETWORKS)})")
@@ -318,19 +318,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out or f"{args.method}.safetensors")
     if out.suffix != ".safetensors":
         raise InputError(f"{out}: the weights file must end in .safetensors")
-    recipe = Recipe(
-        epochs=args.epochs, steps_per_epoch=args.steps, batch=args.batch, crop=args.crop, seed=args.seed
-    )
     torch.set_num_threads(args.threads)
-    volumes = TrainingVolumes.from_directory(data)
-    record = train_network(
-        args.method,
-        volumes=volumes,
-        out=out,
-        recipe=recipe,
-        data_description=f"SPM/MNI templates from {data}",
-        log=None if args.json else (lambda line: print(line, file=sys.stderr, flush=True)),
-    )
+    log = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
+    given = {"seed": args.seed, "batch": args.batch}
+    if args.method == "liu_cnn":
+        recipe = FocusRecipe(**{k: v for k, v in {**given, "steps": args.steps}.items() if v is not None})
+        record = train_focus_network(
+            patches=FocusPatches.from_directory(data),
+            out=out,
+            recipe=recipe,
+            data_description=f"scikit-image photographs and Colin27 T1 slices from {data}",
+            log=log,
+        )
+    else:
+        options = {**given, "epochs": args.epochs, "steps_per_epoch": args.steps, "crop": args.crop}
+        record = train_network(
+            args.method,
+            volumes=TrainingVolumes.from_directory(data),
+            out=out,
+            recipe=Recipe(**{k: v for k, v in options.items() if v is not None}),
+            data_description=f"SPM/MNI templates from {data}",
+            log=log,
+        )
     if args.json:
         print(json.dumps(record, indent=2))
     else:
@@ -417,21 +426,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print {SET: {METHOD: {METRIC: mean}}} as JSON")
     p.set_defaults(run=cmd_benchmark)
 
-    from .cnn.train import Recipe
-
-    p = sub.add_parser("train", help="train one of MedFusion's fusion networks (reproducible, CPU or GPU)")
-    p.add_argument("method", metavar="METHOD", help="network to train: dense_fusion_net")
+    p = sub.add_parser("train", help="train one of MedFusion's fusion networks (reproducible)")
+    p.add_argument("method", metavar="METHOD", help="network to train: dense_fusion_net or liu_cnn")
     p.add_argument(
         "--data", required=True, help="folder with the SPM/MNI templates (DATA or DATA/mni); never Harvard"
     )
     p.add_argument("--out", help="weights file (default ./METHOD.safetensors); its record goes to OUT.json")
-    p.add_argument("--epochs", type=int, default=Recipe.epochs, help=f"default {Recipe.epochs}")
-    p.add_argument("--steps", type=int, default=Recipe.steps_per_epoch, help="steps per epoch")
-    p.add_argument("--batch", type=int, default=Recipe.batch, help=f"crops per step (default {Recipe.batch})")
+    p.add_argument("--epochs", type=int, help="dense_fusion_net: epochs (default 20)")
     p.add_argument(
-        "--crop", type=int, default=Recipe.crop, help=f"crop size in pixels (default {Recipe.crop})"
+        "--steps", type=int, help="steps per epoch (dense_fusion_net, 100) or in all (liu_cnn, 2000)"
     )
-    p.add_argument("--seed", type=int, default=Recipe.seed, help="seed of weights and batches")
+    p.add_argument("--batch", type=int, help="samples per step (default 16 crops, or 128 patch pairs)")
+    p.add_argument("--crop", type=int, help="dense_fusion_net: crop size in pixels (default 96)")
+    p.add_argument("--seed", type=int, help="seed of weights and batches (default 20261201)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     p.add_argument("--json", action="store_true", help="print the weights' record as JSON")
     p.set_defaults(run=cmd_train)

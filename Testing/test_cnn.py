@@ -10,15 +10,17 @@ import torch
 from conftest import DATA
 from helpers import harvard_gray, mni_volume
 
-from MedFusionLib.cnn.data import TrainingVolumes
+from MedFusionLib.cnn.data import FocusPatches, TrainingVolumes
 from MedFusionLib.cnn.losses import fusion_loss
-from MedFusionLib.cnn.networks import DenseFusionNet
-from MedFusionLib.cnn.train import Recipe, train_network
+from MedFusionLib.cnn.networks import DenseFusionNet, SiameseFocusNet
+from MedFusionLib.cnn.train import FocusRecipe, Recipe, train_focus_network, train_network
 from MedFusionLib.cnn.weights import load_state_dict, read_manifest, save_state_dict, sha256_of
 from MedFusionLib.errors import WeightsError
 from MedFusionLib.fusion import fuse_tensors, list_methods
+from MedFusionLib.fusion.cnn import focus_weight_map, similarity_rule
 
 SHIPPED = "dense_fusion_net" in read_manifest()
+LIU_SHIPPED = "liu_cnn" in read_manifest()
 
 
 def tiny_volumes() -> TrainingVolumes:
@@ -84,6 +86,31 @@ class TestTraining:
         assert float(keep_both) < min(float(only_a), float(only_b))
 
 
+class TestLiu:
+    def test_focus_classifier_learns_which_patch_is_sharp(self, tmp_path) -> None:  # noqa: ANN001
+        torch.set_num_threads(2)
+        patches = FocusPatches.from_directory(DATA)
+        a, b, labels = patches.batch(np.random.default_rng(3), count=64)
+        assert a.shape == (64, 1, 16, 16) and set(labels.tolist()) == {0, 1}
+        recipe = FocusRecipe(steps=250, batch=32, seed=5)
+        record = train_focus_network(patches=patches, out=tmp_path / "liu.safetensors", recipe=recipe)
+        check = record["check_accuracy"]  # 1024 held-out patch pairs
+        assert check["after"] > 0.85 and check["after"] > check["before"] + 0.2, check
+
+    def test_similarity_rule_blends_alike_bands_and_keeps_the_stronger_elsewhere(self) -> None:
+        band = torch.from_numpy(harvard_gray("MRI_CT", "MRI")) - 0.5
+        weight = torch.full_like(band, 0.3)
+        np.testing.assert_allclose(similarity_rule(band, band, weight, threshold=0.6), band, atol=1e-6)
+        opposite = similarity_rule(band, -0.5 * band, weight, threshold=0.6)  # M < 0: select by energy
+        np.testing.assert_allclose(opposite, band, atol=1e-6)
+
+    def test_weight_map_has_the_image_shape_and_probabilities(self) -> None:
+        net = SiameseFocusNet()  # untrained: only shapes and the averaging are checked here
+        a = torch.rand(37, 53)
+        weights = focus_weight_map(net, a, a)
+        assert weights.shape == a.shape and float(weights.min()) >= 0 and float(weights.max()) <= 1
+
+
 class TestCommand:
     def test_train_command_writes_weights_and_record(self, tmp_path, capsys) -> None:  # noqa: ANN001
         from MedFusionLib.cli import main
@@ -139,3 +166,25 @@ class TestShippedNetwork:
         cpu = fuse_tensors(a, b, method="dense_fusion_net")
         gpu = fuse_tensors(a.cuda(), b.cuda(), method="dense_fusion_net").cpu()
         assert torch.allclose(cpu, gpu, atol=1e-4)
+
+
+@pytest.mark.skipif(not LIU_SHIPPED, reason="no trained weights ship yet")
+class TestShippedLiu:
+    def test_sharp_source_leads_and_fusion_is_deterministic(self) -> None:
+        import SimpleITK as sitk
+
+        from MedFusionLib.fusion.cnn import network
+
+        mri = harvard_gray("MRI_CT", "MRI")
+        blurred = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(sitk.GetImageFromArray(mri), 2.0))
+        a, b = torch.from_numpy(mri), torch.from_numpy(blurred.astype(np.float32))
+        weights = focus_weight_map(network("liu_cnn", torch.device("cpu")), a, b)
+        head = a > 0.1
+        assert float(weights[head].mean()) > 0.8  # the sharp MRI is chosen over its blurred copy
+        first = fuse_tensors(a, b, method="liu_cnn")
+        assert torch.equal(first, fuse_tensors(a, b, method="liu_cnn"))
+        assert float((fuse_tensors(a, a, method="liu_cnn") - a).abs().max()) < 1e-4  # fuse(X, X) = X
+        volume = fuse_tensors(
+            torch.from_numpy(mni_volume("spm_T1")), torch.from_numpy(mni_volume("spm_PET")), method="liu_cnn"
+        )
+        assert volume.shape == (91, 109, 91)

@@ -78,3 +78,46 @@ class DenseFusionNet(nn.Module):
     def config(self) -> dict[str, int]:
         """The constructor's arguments (stored beside the weights)."""
         return {"width": self.width, "growth": self.growth, "hidden": self.hidden}
+
+
+class SiameseFocusNet(nn.Module):
+    """The Siamese patch classifier of Liu et al.'s CNN fusion, as a fully convolutional net.
+
+    Y. Liu, X. Chen, H. Peng, Z. Wang, "Multi-focus image fusion with a deep convolutional
+    neural network", Information Fusion 36:191-207, 2017: two weight-sharing branches (two
+    3x3 convolutions, 2x2 max pooling, a 3x3 convolution) see one 16x16 patch each; their
+    features, concatenated, go through a fully connected layer to two classes ("the first
+    patch is the clearer one" or not). Liu, Chen, Cheng, Peng, "A medical image fusion method
+    based on convolutional neural networks", ICIF 2017, uses its output as the weight map of
+    a medical fusion. Channels here are a quarter of the paper's (16, 32, 64; the paper's
+    64, 128, 256), and a 1x1 convolution narrows each branch to 16 channels before the fully
+    connected layer (written as an 8x8 convolution), so that a 256x256 pair is scored densely
+    at stride 2 in about a tenth of a second on two CPU threads.
+    """
+
+    patch = 16
+
+    def __init__(self, *, channels: int = 16, hidden: int = 32) -> None:
+        super().__init__()
+        self.channels, self.hidden = channels, hidden
+        self.branch = nn.Sequential(
+            nn.Conv2d(1, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * channels, 4 * channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(4 * channels, channels, 1),
+            nn.ReLU(),
+        )
+        self.fully_connected = nn.Conv2d(2 * channels, hidden, self.patch // 2)
+        self.classes = nn.Conv2d(hidden, 2, 1)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Class logits: ``(N, 2, 1, 1)`` for 16x16 patches, a stride-2 map for larger images."""
+        both = torch.cat([self.branch(a), self.branch(b)], 1)
+        return self.classes(torch.relu(self.fully_connected(both)))
+
+    def config(self) -> dict[str, int]:
+        return {"channels": self.channels, "hidden": self.hidden}

@@ -12,17 +12,22 @@ fuses in slabs with no halo and bounded memory.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F  # noqa: N812 (torch's convention)
 
-from ..cnn.networks import DenseFusionNet
+from ..cnn.networks import DenseFusionNet, SiameseFocusNet
 from ..cnn.weights import WEIGHTS_DIR, load_state_dict, read_manifest
+from ..errors import InputError
+from .ops import window_sum
+from .pyramid import gaussian_pyramid, laplacian_decompose, laplacian_reconstruct
 from .registry import Parameter, register_method
 
 SLICES_PER_BATCH = 16
 _NETWORKS: dict[tuple[str, str], torch.nn.Module] = {}
-_CLASSES = {"dense_fusion_net": DenseFusionNet}
+_CLASSES = {"dense_fusion_net": DenseFusionNet, "liu_cnn": SiameseFocusNet}
 
 
 def network(name: str, device: torch.device) -> torch.nn.Module:
@@ -77,3 +82,97 @@ if "dense_fusion_net" in read_manifest():
         two inputs and adds detail; trained with structure, intensity and gradient losses.
         """
         return fuse_slices(network("dense_fusion_net", a.device), a, b, axis=axis)
+
+
+@torch.no_grad()
+def focus_weight_map(net: torch.nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Liu et al.'s weight map: how likely each pixel's 16x16 windows are clearer in A than in B.
+
+    The Siamese net scores every 16x16 window at stride 2; each pixel averages the scores of
+    the windows that contain it (Liu et al., Information Fusion 36, 2017, section 3.2).
+    """
+    patch = SiameseFocusNet.patch
+    if min(a.shape) < patch:
+        raise InputError(f"liu_cnn needs images of at least {patch}x{patch} pixels, got {tuple(a.shape)}")
+    logits = net(a[None, None], b[None, None])
+    score = torch.softmax(logits, 1)[:, 1:]
+    window = torch.ones(1, 1, patch, patch, dtype=a.dtype, device=a.device)
+    total = F.conv_transpose2d(score, window, stride=2)
+    count = F.conv_transpose2d(torch.ones_like(score), window, stride=2)
+    weights = (total / count)[0, 0]
+    # odd sizes leave the last row or column uncovered: repeat the covered edge
+    return F.pad(
+        weights[None, None],
+        (0, a.shape[1] - weights.shape[1], 0, a.shape[0] - weights.shape[0]),
+        mode="replicate",
+    )[0, 0]
+
+
+def similarity_rule(
+    ca: torch.Tensor, cb: torch.Tensor, weight: torch.Tensor, *, threshold: float
+) -> torch.Tensor:
+    """Liu et al. (ICIF 2017): weighted average where the bands are locally similar, else the stronger.
+
+    Local energy and similarity over 3x3 windows: ``M = 2 sum(C_A C_B) / (E_A + E_B)``; where
+    ``M >= threshold`` the weight map blends the two coefficients, elsewhere the coefficient
+    with the larger local energy is kept.
+    """
+    energy_a, energy_b = window_sum(ca * ca, 1), window_sum(cb * cb, 1)
+    similarity = 2 * window_sum(ca * cb, 1) / (energy_a + energy_b).clamp_min(1e-12)
+    blended = weight * ca + (1 - weight) * cb
+    selected = torch.where(energy_a >= energy_b, ca, cb)
+    return torch.where(similarity >= threshold, blended, selected)
+
+
+def liu_fuse_2d(net: torch.nn.Module, a: torch.Tensor, b: torch.Tensor, *, threshold: float) -> torch.Tensor:
+    """Weight map from the network, then Laplacian-pyramid fusion with the similarity rule."""
+    weight = focus_weight_map(net, a, b)
+    levels = int(math.floor(math.log2(min(a.shape))))
+    bands_a, top_a = laplacian_decompose(a, levels)
+    bands_b, top_b = laplacian_decompose(b, levels)
+    weights = gaussian_pyramid(weight, len(bands_a))
+    bands = [
+        similarity_rule(x, y, w, threshold=threshold)
+        for x, y, w in zip(bands_a, bands_b, weights, strict=False)
+    ]
+    top = similarity_rule(top_a, top_b, weights[len(bands_a)], threshold=threshold)
+    return laplacian_reconstruct(bands, top)
+
+
+if "liu_cnn" in read_manifest():
+
+    @register_method(
+        "liu_cnn",
+        family="cnn",
+        citation="Y. Liu, X. Chen, J. Cheng, H. Peng, A medical image fusion method based on convolutional "
+        "neural networks, 20th International Conference on Information Fusion (ICIF), 2017; the Siamese "
+        "network of Y. Liu, X. Chen, H. Peng, Z. Wang, Multi-focus image fusion with a deep convolutional "
+        "neural network, Information Fusion 36:191-207, 2017 (channels reduced, Docs/models.md).",
+        parameters=(
+            Parameter(
+                "threshold",
+                "float",
+                0.6,
+                min=0.0,
+                max=1.0,
+                help="local similarity above which bands are blended",
+            ),
+            _AXIS,
+        ),
+        halo=_slices_halo,
+    )
+    def liu_cnn(a: torch.Tensor, b: torch.Tensor, *, threshold: float, axis: int) -> torch.Tensor:
+        """CNN weight map with a Laplacian pyramid and a local-similarity rule (Liu et al. 2017).
+
+        A Siamese network trained on multi-focus patches scores which source is locally
+        clearer; its weight map drives a Laplacian-pyramid fusion that blends similar bands and
+        keeps the stronger coefficient elsewhere. Volumes are fused slice by slice.
+        """
+        net = network("liu_cnn", a.device)
+        if a.ndim == 2:
+            return liu_fuse_2d(net, a, b, threshold=threshold)
+        a_slices, b_slices = a.movedim(axis, 0), b.movedim(axis, 0)
+        out = torch.stack(
+            [liu_fuse_2d(net, x, y, threshold=threshold) for x, y in zip(a_slices, b_slices, strict=True)]
+        )
+        return out.movedim(0, axis)
