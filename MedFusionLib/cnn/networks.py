@@ -6,8 +6,8 @@ DenseFuse (Li & Wu, "DenseFuse: a fusion approach to infrared and visible images
 and IFCNN (Zhang et al., "IFCNN: a general image fusion framework based on convolutional
 neural network", Information Fusion 54, 2020), trained without ground truth by structure,
 intensity and gradient losses as in U2Fusion (Xu et al., IEEE TPAMI 44(1), 2022). It is
-designed for medical pairs and kept small enough for about 50 ms per 256x256 pair on two
-CPU threads:
+designed for medical pairs and kept small, aiming at 50 ms per 256x256 pair on two CPU
+threads (measured 45-73 ms on a noisy 2-core machine, Docs/models.md):
 
 - the encoder (shared weights) sees each source alone, so either input slot takes MR, CT,
   PET or SPECT;
