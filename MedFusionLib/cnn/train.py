@@ -41,6 +41,37 @@ class Recipe:
     loss: LossWeights = field(default_factory=LossWeights)
 
 
+def _save_with_record(
+    name: str,
+    net: torch.nn.Module,
+    out: str | os.PathLike[str],
+    *,
+    recipe: dict[str, Any],
+    data_description: str,
+    seconds: float,
+    results: dict[str, Any],
+) -> dict[str, Any]:
+    """Write the weights and ``<out>.json`` (what the manifest keeps); return the record."""
+    out = Path(out)
+    sha256 = save_state_dict(net.state_dict(), out)
+    record = {
+        "network": name,
+        "file": out.name,
+        "sha256": sha256,
+        "bytes": out.stat().st_size,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "config": net.config(),
+        "recipe": recipe,
+        "data": data_description,
+        "seconds": round(seconds, 1),
+        "threads": torch.get_num_threads(),
+        **results,
+        "torch": torch.__version__,
+    }
+    out.with_name(out.name + ".json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return record
+
+
 def train_network(
     name: str,
     *,
@@ -88,26 +119,18 @@ def train_network(
             log(
                 f"epoch {epoch + 1}/{recipe.epochs}: loss {curve[-1]:.5f} ({time.perf_counter() - start:.0f} s)"
             )
-    seconds = time.perf_counter() - start
-    out = Path(out)
-    sha256 = save_state_dict(net.state_dict(), out)
-    record = {
-        "network": name,
-        "file": out.name,
-        "sha256": sha256,
-        "bytes": out.stat().st_size,
-        "parameters": sum(p.numel() for p in net.parameters()),
-        "config": net.config(),
-        "recipe": {**asdict(recipe), "loss": asdict(recipe.loss)},
-        "data": data_description,
-        "seconds": round(seconds, 1),
-        "threads": torch.get_num_threads(),
-        "loss_per_epoch": [round(v, 6) for v in curve],
-        "check_loss": {"before": round(before, 6), "after": round(check_loss(), 6)},
-        "torch": torch.__version__,
-    }
-    out.with_name(out.name + ".json").write_text(json.dumps(record, indent=2), encoding="utf-8")
-    return record
+    return _save_with_record(
+        name,
+        net,
+        out,
+        recipe={**asdict(recipe), "loss": asdict(recipe.loss)},
+        data_description=data_description,
+        seconds=time.perf_counter() - start,
+        results={
+            "loss_per_epoch": [round(v, 6) for v in curve],
+            "check_loss": {"before": round(before, 6), "after": round(check_loss(), 6)},
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -155,25 +178,17 @@ def train_focus_network(
         losses.append(float(loss.detach()))
         if log and (step + 1) % 200 == 0:
             log(f"step {step + 1}/{recipe.steps}: loss {np.mean(losses[-200:]):.4f}")
-    seconds = time.perf_counter() - start
-    out = Path(out)
-    sha256 = save_state_dict(net.state_dict(), out)
-    record = {
-        "network": "liu_cnn",
-        "file": out.name,
-        "sha256": sha256,
-        "bytes": out.stat().st_size,
-        "parameters": sum(p.numel() for p in net.parameters()),
-        "config": net.config(),
-        "recipe": asdict(recipe),
-        "data": data_description,
-        "seconds": round(seconds, 1),
-        "threads": torch.get_num_threads(),
-        "loss_per_200_steps": [
-            round(float(np.mean(losses[i : i + 200])), 6) for i in range(0, len(losses), 200)
-        ],
-        "check_accuracy": {"before": round(before, 4), "after": round(accuracy(), 4)},
-        "torch": torch.__version__,
-    }
-    out.with_name(out.name + ".json").write_text(json.dumps(record, indent=2), encoding="utf-8")
-    return record
+    return _save_with_record(
+        "liu_cnn",
+        net,
+        out,
+        recipe=asdict(recipe),
+        data_description=data_description,
+        seconds=time.perf_counter() - start,
+        results={
+            "loss_per_200_steps": [
+                round(float(np.mean(losses[i : i + 200])), 6) for i in range(0, len(losses), 200)
+            ],
+            "check_accuracy": {"before": round(before, 4), "after": round(accuracy(), 4)},
+        },
+    )
