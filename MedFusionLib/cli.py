@@ -307,7 +307,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .cnn.data import FocusPatches, TrainingVolumes
+    from .cnn.data import TRAINING_PARTS, FocusPatches, TrainingVolumes
     from .cnn.train import NETWORKS, FocusRecipe, Recipe, train_focus_network, train_network
 
     if args.method not in NETWORKS:
@@ -337,7 +337,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             volumes=TrainingVolumes.from_directory(data),
             out=out,
             recipe=Recipe(**{k: v for k, v in options.items() if v is not None}),
-            data_description=f"SPM/MNI templates from {data}",
+            data_description=f"SPM/MNI templates from {data}; axial slices {TRAINING_PARTS[0][1]}-"
+            f"{TRAINING_PARTS[1][0] - 1} of the Colin27 grid never drawn (the validation slab)",
             log=log,
         )
     if args.json:
@@ -432,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", required=True, help="folder with the SPM/MNI templates (DATA or DATA/mni); never Harvard"
     )
     p.add_argument("--out", help="weights file (default ./METHOD.safetensors); its record goes to OUT.json")
-    p.add_argument("--epochs", type=int, help="dense_fusion_net: epochs (default 20)")
+    p.add_argument("--epochs", type=int, help="dense_fusion_net: epochs (default 6)")
     p.add_argument(
         "--steps", type=int, help="steps per epoch (dense_fusion_net, 100) or in all (liu_cnn, 2000)"
     )

@@ -9,8 +9,16 @@ import pytest
 import torch
 from conftest import DATA
 from helpers import harvard_gray, mni_volume
+from PIL import Image
 
-from MedFusionLib.cnn.data import FocusPatches, TrainingVolumes
+from MedFusionLib.benchmark.dataset import discover_pair_sets
+from MedFusionLib.cnn.data import (
+    CLINICAL_VALIDATION,
+    VALIDATION_SLICES,
+    FocusPatches,
+    TrainingVolumes,
+    write_validation_set,
+)
 from MedFusionLib.cnn.losses import fusion_loss
 from MedFusionLib.cnn.networks import DenseFusionNet, SiameseFocusNet
 from MedFusionLib.cnn.train import FocusRecipe, Recipe, train_focus_network, train_network
@@ -29,6 +37,12 @@ def tiny_volumes() -> TrainingVolumes:
     return TrainingVolumes(
         volumes={n: mni_volume(n) for n in names}, pairs=[("spm_T1", "spm_PET"), ("spm_T2", "spm_SPECT")]
     )
+
+
+@pytest.fixture(scope="module")
+def recipe_volumes() -> TrainingVolumes:
+    """The recipe's training volumes (the MNI templates on the Colin27 1 mm grid)."""
+    return TrainingVolumes.from_directory(DATA)
 
 
 class TestWeights:
@@ -76,6 +90,37 @@ class TestTraining:
         a, b = tiny_volumes().batch(np.random.default_rng(0), size=40, count=5)
         assert a.shape == b.shape == (5, 1, 40, 40)
         assert float(a.min()) >= 0 and float(a.max()) <= 1 and float(a.std()) > 0.05
+
+    def test_training_never_draws_from_the_validation_slab(self, recipe_volumes) -> None:  # noqa: ANN001
+        marked = {}  # the slab set to NaN: a crop touching it would show
+        for name, volume in recipe_volumes.volumes.items():
+            marked[name] = volume.copy()
+            marked[name][VALIDATION_SLICES.start : VALIDATION_SLICES.stop] = np.nan
+        training = TrainingVolumes(volumes=marked, pairs=recipe_volumes.pairs, parts=recipe_volumes.parts)
+        a, b = training.batch(np.random.default_rng(11), size=96, count=300)
+        assert bool(torch.isfinite(a).all() and torch.isfinite(b).all())
+        unsplit = TrainingVolumes(volumes=marked, pairs=recipe_volumes.pairs)  # the control: no parts
+        a, _ = unsplit.batch(np.random.default_rng(11), size=96, count=300)
+        assert not bool(torch.isfinite(a).all())
+
+    def test_validation_set_is_a_benchmark_folder_of_the_held_out_slices(  # noqa: ANN001
+        self, recipe_volumes, tmp_path
+    ) -> None:
+        volumes = recipe_volumes
+        sets = discover_pair_sets(write_validation_set(volumes, DATA, tmp_path))
+        assert [(s.name, s.modality_a, s.modality_b) for s in sets] == [
+            ("MRI_CT", "MRI", "CT"),
+            ("MRI_PET", "MRI", "PET"),
+            ("MRI_SPECT", "MRI", "SPECT"),
+        ]
+        assert all(len(s.pairs) == 4 * len(VALIDATION_SLICES) + len(CLINICAL_VALIDATION) for s in sets)
+        index = VALIDATION_SLICES[5]
+        pair = next(p for p in sets[1].pairs if p.id == f"colin27_ch2_1mm_z{index}")
+        pet = np.asarray(Image.open(pair.path_b))
+        assert pet.shape == (256, 256) and pet.dtype == np.uint8
+        expected = np.round(255 * volumes.volumes["spm_PET"][index][::-1])
+        y, x = (256 - expected.shape[0]) // 2, (256 - expected.shape[1]) // 2
+        np.testing.assert_array_equal(pet[y : y + expected.shape[0], x : x + expected.shape[1]], expected)
 
     def test_loss_is_lowest_for_a_fusion_that_keeps_both_sources(self) -> None:
         a = torch.from_numpy(harvard_gray("MRI_PET", "MRI"))[None, None]

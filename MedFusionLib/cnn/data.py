@@ -25,6 +25,16 @@ from ..preprocess import resample_to
 REFERENCE = "colin27_ch2_1mm"
 ANATOMICAL = ("colin27_ch2_1mm", "spm_T1", "spm_T2", "spm_PD")
 SECOND = ("spm_PET", "spm_SPECT", "spm_Transm")
+# Axial slab (first array axis of the Colin27 grid, about MNI z = +14..+33 mm, the level of the
+# lateral ventricles) kept out of training for validation, with a 4-slice gap on either side.
+VALIDATION_SLICES = range(86, 106, 2)
+TRAINING_PARTS = ((27, 82), (110, 154))  # axial index ranges training crops are drawn from
+VALIDATION_SETS = {"MRI_CT": "spm_Transm", "MRI_PET": "spm_PET", "MRI_SPECT": "spm_SPECT"}
+# A real single-subject clinical MR (DATA/ct, 25 axial slices of 256x256 at 0.78 mm) with the
+# fine texture and noise that averaged templates lack; never drawn in training. It has no
+# second modality, so validation pairs five of its slices with template slices (unaligned).
+CLINICAL = "brain_mr_brain1"
+CLINICAL_VALIDATION = range(10, 15)
 
 
 def _unit_range(array: np.ndarray) -> np.ndarray:
@@ -38,6 +48,7 @@ class TrainingVolumes:
 
     volumes: dict[str, np.ndarray]
     pairs: list[tuple[str, str]]
+    parts: tuple[tuple[int, int], ...] | None = None  # index ranges along axis 0; None: all
 
     @classmethod
     def from_directory(cls, directory: str | os.PathLike[str]) -> TrainingVolumes:
@@ -57,14 +68,19 @@ class TrainingVolumes:
             on_grid = image if name == REFERENCE else resample_to(image, reference, name=name)
             volumes[name] = _unit_range(on_grid.array.astype(np.float32))
         pairs = [(a, b) for a in ANATOMICAL for b in SECOND] + [("colin27_ch2_1mm", "spm_T2")]
-        return cls(volumes=volumes, pairs=pairs)
+        return cls(volumes=volumes, pairs=pairs, parts=TRAINING_PARTS)
 
     def batch(self, rng: np.random.Generator, *, size: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``count`` random ``size`` x ``size`` crops of slice pairs, as two ``(N, 1, H, W)`` tensors."""
         first, second = [], []
         while len(first) < count:
             name_a, name_b = self.pairs[rng.integers(len(self.pairs))]
-            a, b = self._crop(rng, self.volumes[name_a], self.volumes[name_b], size)
+            a, b = self.volumes[name_a], self.volumes[name_b]
+            # a part of the volume (below or above the validation slab), in proportion to its height
+            parts = self.parts or ((0, a.shape[0]),)
+            heights = np.array([high - low for low, high in parts], dtype=np.float64)
+            low, high = parts[int(rng.choice(len(parts), p=heights / heights.sum()))]
+            a, b = self._crop(rng, a[low:high], b[low:high], size)
             if max(a.mean(), b.mean()) < 0.05:  # mostly air: draw again
                 continue
             if rng.random() < 0.5:
@@ -79,7 +95,7 @@ class TrainingVolumes:
     ) -> tuple[np.ndarray, np.ndarray]:
         axis = int(rng.integers(3))
         depth = a.shape[axis]
-        index = int(rng.integers(int(0.15 * depth), int(0.85 * depth)))
+        index = int(rng.integers(int(0.15 * depth), int(0.85 * depth))) if axis else int(rng.integers(depth))
         sa, sb = np.take(a, index, axis=axis), np.take(b, index, axis=axis)
         pad = [(0, max(0, size - n)) for n in sa.shape]
         sa, sb = np.pad(sa, pad), np.pad(sb, pad)
@@ -93,6 +109,55 @@ class TrainingVolumes:
             s = s[:, ::-1] if flip else s
             out.append(np.ascontiguousarray(s ** rng.uniform(0.7, 1.4), dtype=np.float32))
         return out[0], out[1]
+
+
+def _clinical_volume(directory: Path) -> np.ndarray:
+    path = directory / "ct" / f"{CLINICAL}.nrrd"
+    if not path.is_file():
+        raise InputError(f"data folder {directory} lacks ct/{CLINICAL}.nrrd (the clinical MR)")
+    return _unit_range(read_image(path).array.astype(np.float32))
+
+
+def _on_canvas(slice_: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``slice_`` centred on a zero canvas of ``shape`` (cropped where it is larger)."""
+    canvas = np.zeros(shape, slice_.dtype)
+    y, x = (shape[0] - slice_.shape[0]) // 2, (shape[1] - slice_.shape[1]) // 2
+    source = slice_[max(0, -y) : max(0, -y) + shape[0], max(0, -x) : max(0, -x) + shape[1]]
+    canvas[max(0, y) : max(0, y) + source.shape[0], max(0, x) : max(0, x) + source.shape[1]] = source
+    return canvas
+
+
+def write_validation_set(
+    volumes: TrainingVolumes, data: str | os.PathLike[str], out: str | os.PathLike[str]
+) -> Path:
+    """Write the held-out validation pairs as a benchmark folder laid out like the Harvard sets.
+
+    ``out/<MRI_CT|MRI_PET|MRI_SPECT>/{MRI,<other>}/<name>.png``, 8-bit 256x256 images:
+    axial slices of :data:`VALIDATION_SLICES` (never drawn in training) of every anatomical
+    template, paired with the transmission (as CT), PET and SPECT templates, and the held-out
+    slices :data:`CLINICAL_VALIDATION` of the clinical MR in ``data/ct``, each paired with a
+    template slice of the slab. ``medfusion benchmark out`` scores methods on them.
+    """
+    from PIL import Image as PILImage
+
+    out, canvas = Path(out), (256, 256)
+    clinical = _clinical_volume(Path(data))
+    for set_name, second in VALIDATION_SETS.items():
+        folders = (out / set_name / "MRI", out / set_name / set_name.split("_")[1])
+        pairs = {
+            f"{anatomical}_z{index}": (volumes.volumes[anatomical][index], volumes.volumes[second][index])
+            for anatomical in ANATOMICAL
+            for index in VALIDATION_SLICES
+        }
+        for k, index in zip(CLINICAL_VALIDATION, VALIDATION_SLICES[::2], strict=False):
+            pairs[f"{CLINICAL}_z{k}"] = (clinical[k], volumes.volumes[second][index])
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+        for name, images in pairs.items():
+            for folder, image in zip(folders, images, strict=True):
+                grey = np.round(255 * _on_canvas(image[::-1], canvas)).astype(np.uint8)  # anterior up
+                PILImage.fromarray(grey).save(folder / f"{name}.png")
+    return out
 
 
 # scikit-image photographs whose docstrings state CC0, public domain or no known restrictions
