@@ -45,11 +45,16 @@ def ssim(x: torch.Tensor, y: torch.Tensor, *, window: int = 11, sigma: float = 1
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the three terms (the recipe's values are the defaults)."""
+    """Weights of the three terms (the recipe's values are the defaults).
+
+    ``gradient_gain`` scales the gradient target: above 1 the network learns to sharpen the
+    stronger source edge rather than only keep it.
+    """
 
     structure: float = 1.0
     intensity: float = 1.0
-    gradient: float = 4.0
+    gradient: float = 20.0
+    gradient_gain: float = 1.3
 
 
 def fusion_loss(
@@ -64,7 +69,8 @@ def fusion_loss(
     # the stronger source gradient, with its sign, per pixel and direction
     tx = torch.where(ax.abs() >= bx.abs(), ax, bx)
     ty = torch.where(ay.abs() >= by.abs(), ay, by)
-    gradient = F.l1_loss(fx, tx) + F.l1_loss(fy, ty)
+    gain = weights.gradient_gain
+    gradient = F.l1_loss(fx, gain * tx) + F.l1_loss(fy, gain * ty)
     total = weights.structure * structure + weights.intensity * intensity + weights.gradient * gradient
     return total, {
         "structure": float(structure.detach()),

@@ -32,7 +32,7 @@ NETWORKS = {"dense_fusion_net": DenseFusionNet, "liu_cnn": SiameseFocusNet}
 class Recipe:
     """Training options (the defaults are the recipe of the shipped weights)."""
 
-    epochs: int = 20
+    epochs: int = 6
     steps_per_epoch: int = 100
     batch: int = 16
     crop: int = 96
