@@ -6,6 +6,9 @@ second one (the PET, SPECT and transmission templates; transmission is attenuati
 closest thing to CT there), all resampled in world coordinates onto the 1 mm Colin27 grid.
 Batches are random 2-D crops of axial, coronal and sagittal slices with flips, 90-degree
 turns, gamma changes and random source order, so that either input slot takes either kind.
+They never come from the axial slab that :func:`write_validation_set` turns into the
+validation split (with five slices of the clinical MR in ``DATA/ct``, never trained on), on
+which the recipe was chosen.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from ..preprocess import resample_to
 REFERENCE = "colin27_ch2_1mm"
 ANATOMICAL = ("colin27_ch2_1mm", "spm_T1", "spm_T2", "spm_PD")
 SECOND = ("spm_PET", "spm_SPECT", "spm_Transm")
-# Axial slab (first array axis of the Colin27 grid, about MNI z = +14..+33 mm, the level of the
-# lateral ventricles) kept out of training for validation, with a 4-slice gap on either side.
+# Axial slab (first array axis of the Colin27 grid, MNI z = +15..+33 mm, the level of the
+# lateral ventricles) kept out of training for validation, with a gap of 4-5 slices on either side.
 VALIDATION_SLICES = range(86, 106, 2)
 TRAINING_PARTS = ((27, 82), (110, 154))  # axial index ranges training crops are drawn from
 VALIDATION_SETS = {"MRI_CT": "spm_Transm", "MRI_PET": "spm_PET", "MRI_SPECT": "spm_SPECT"}
