@@ -341,11 +341,27 @@ class BackgroundJob:
         self._stderr: list[str] = []
         self._stdout_closed = False
         self._created: list[Path] = []
+        self._launcher: threading.Thread | None = None
+        self._early_exit: int | None = None  # the status when the job ended before its process
+        self._lock = threading.Lock()
 
     # starting -------------------------------------------------------------------------
-    def start(self, job: Mapping[str, Any], workdir: str | os.PathLike[str]) -> Path:
-        """Write ``workdir/job.json`` and launch the process; returns the job file's path."""
-        if self.process is not None:
+    def start(
+        self,
+        job: Mapping[str, Any],
+        workdir: str | os.PathLike[str],
+        *,
+        prepare: Callable[[], None] | None = None,
+    ) -> Path:
+        """Write ``workdir/job.json`` and launch the process; returns the job file's path.
+
+        ``prepare`` (for example writing the input files) runs first on a worker thread, so
+        that ``start`` returns at once; the process is launched when it has finished. If it
+        raises, the job ends with an ``error`` event naming the failure (status 2 for a
+        :class:`~MedFusionLib.errors.MedFusionError`, else 1), and a :meth:`cancel` before it
+        has finished means the process is never launched.
+        """
+        if self.process is not None or self._launcher is not None:
             raise RuntimeError("this BackgroundJob was already started")
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -357,6 +373,36 @@ class BackgroundJob:
         ]
         job_file = workdir / "job.json"
         job_file.write_text(json.dumps(self.job, indent=2), encoding="utf-8")
+        if prepare is None:
+            self._launch(job_file, workdir)
+        else:
+            self._launcher = threading.Thread(
+                target=self._prepare_then_launch, args=(prepare, job_file, workdir), daemon=True
+            )
+            self._launcher.start()
+        return job_file
+
+    def _prepare_then_launch(self, prepare: Callable[[], None], job_file: Path, workdir: Path) -> None:
+        from .errors import MedFusionError
+
+        try:
+            prepare()
+        except Exception as error:  # noqa: BLE001 - reported to the parent as one line
+            code = EXIT_INPUT if isinstance(error, MedFusionError) else EXIT_FAILED
+            self._end_before_launch(code, f"preparing the job failed: {_one_line(error)}")
+            return
+        with self._lock:
+            if self.cancelled:
+                self._end_before_launch(EXIT_FAILED, "cancelled")
+            else:
+                self._launch(job_file, workdir)
+
+    def _end_before_launch(self, code: int, message: str) -> None:
+        self._early_exit = code
+        self._queue.put({"stage": "error", "progress": 0.0, "message": message, "exit_code": code})
+        self._queue.put(None)
+
+    def _launch(self, job_file: Path, workdir: Path) -> None:
         env = dict(os.environ)
         package_parent = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
@@ -386,7 +432,6 @@ class BackgroundJob:
         ]
         for thread in self._threads:
             thread.start()
-        return job_file
 
     def _read_stdout(self) -> None:
         assert self.process is not None and self.process.stdout is not None
@@ -448,11 +493,17 @@ class BackgroundJob:
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        if self.process is None:
+            return self._launcher is not None and self._early_exit is None
+        return self.process.poll() is None
 
     @property
     def finished(self) -> bool:
-        """True once the process has exited and all its output has been polled."""
+        """True once the process has exited (or the job ended before it) and all output was polled."""
+        if self.process is None and self._early_exit is not None:
+            if not self._stdout_closed:
+                self.poll()
+            return self._stdout_closed and self._queue.empty()
         if self.process is None or self.process.poll() is None:
             return False
         if not self._stdout_closed:
@@ -463,7 +514,7 @@ class BackgroundJob:
 
     @property
     def returncode(self) -> int | None:
-        return None if self.process is None else self.process.poll()
+        return self._early_exit if self.process is None else self.process.poll()
 
     @property
     def progress(self) -> float:
@@ -479,8 +530,13 @@ class BackgroundJob:
 
         Polls while waiting, so a cancelled process that outlives ``kill_after`` is killed.
         """
+        if self._launcher is not None:
+            self._launcher.join(timeout)
         if self.process is None:
-            raise RuntimeError("the job was not started")
+            if self._early_exit is None:
+                raise RuntimeError("the job was not started (or is still preparing)")
+            self.poll()
+            return self._early_exit
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.process.poll() is None:
             self.poll()
@@ -500,9 +556,12 @@ class BackgroundJob:
         ``kill_after`` seconds later (Python cannot act on a signal during a long ITK call).
         Once it has exited, :meth:`poll` removes partial outputs and reports ``"cancelled"``.
         """
-        if self.process is None or self.cancelled:
-            return
-        self.cancelled = True
+        with self._lock:  # the launcher checks the flag under the same lock
+            if self.cancelled or (self.process is None and self._launcher is None):
+                return
+            self.cancelled = True
+            if self.process is None:  # still preparing: the process will never start
+                return
         if self.process.poll() is None:
             self._signal(signal.SIGTERM if os.name != "nt" else signal.CTRL_BREAK_EVENT)
             self._kill_at = time.monotonic() + self.kill_after

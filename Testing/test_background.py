@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +14,15 @@ import SimpleITK as sitk
 from helpers import mni_path
 
 from MedFusionLib.background import EXIT_INPUT, BackgroundJob, check_job
-from MedFusionLib.errors import ParameterError
+from MedFusionLib.errors import InputError, ParameterError
 
 
-def _run(job: dict, workdir: Path, *, timeout: float = 60.0) -> tuple[BackgroundJob, list[float]]:
+def _run(
+    job: dict, workdir: Path, *, timeout: float = 60.0, prepare: Callable[[], None] | None = None
+) -> tuple[BackgroundJob, list[float]]:
     """Start ``job`` and poll it as a GUI timer would; returns the job and each poll's duration."""
     runner = BackgroundJob()
-    runner.start(job, workdir)
+    runner.start(job, workdir, prepare=prepare)
     durations = []
     deadline = time.monotonic() + timeout
     while not runner.finished:
@@ -132,6 +136,73 @@ class TestJob:
         assert runner.cancelled and runner.error == "cancelled" and runner.result is None
         assert not output.exists() and not transform.exists()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+
+class TestPrepare:
+    """Input files written on a worker thread before the process starts (the Slicer module's Apply)."""
+
+    def _job(self, tmp_path: Path) -> dict:
+        inputs = tmp_path / "inputs"
+        return {
+            "fixed": inputs / "t1.nii.gz",
+            "moving": inputs / "pet.nii.gz",
+            "output": tmp_path / "fused.nii.gz",
+            "method": "average",
+            "device": "cpu",
+        }
+
+    def test_start_returns_at_once_and_the_job_runs_once_the_inputs_exist(self, tmp_path: Path) -> None:
+        job = self._job(tmp_path)
+
+        def write_inputs() -> None:
+            time.sleep(0.5)  # a slow write: start() must not wait for it
+            job["fixed"].parent.mkdir()
+            shutil.copy(mni_path("spm_T1"), job["fixed"])
+            shutil.copy(mni_path("spm_PET"), job["moving"])
+
+        begin = time.monotonic()
+        runner = BackgroundJob()
+        runner.start(job, tmp_path / "work", prepare=write_inputs)
+        assert time.monotonic() - begin < 0.3 and runner.running and not runner.finished
+        assert runner.process is None  # still preparing
+        deadline = time.monotonic() + 60
+        while not runner.finished:
+            runner.poll()
+            assert time.monotonic() < deadline, runner.stderr[-2000:]
+            time.sleep(0.05)
+        assert runner.returncode == 0 and runner.result["method"] == "average", runner.error
+        assert job["output"].is_file()
+
+    def test_a_failed_preparation_ends_the_job_with_its_reason(self, tmp_path: Path) -> None:
+        job = self._job(tmp_path)
+
+        def fail() -> None:
+            raise InputError("cannot write inputs/t1.nii.gz: No space left on device")
+
+        runner, _ = _run(job, tmp_path / "work", prepare=fail)
+        assert runner.process is None and runner.returncode == EXIT_INPUT and not runner.running
+        assert (
+            runner.error == "preparing the job failed: cannot write inputs/t1.nii.gz: No space left on device"
+        )
+        assert [event["stage"] for event in runner.events] == ["error"]
+        assert not job["output"].exists()
+
+    def test_cancel_while_preparing_never_starts_the_process(self, tmp_path: Path) -> None:
+        job = self._job(tmp_path)
+        written = []
+
+        def slow_write() -> None:
+            time.sleep(1.0)
+            written.append(True)
+
+        runner = BackgroundJob()
+        runner.start(job, tmp_path / "work", prepare=slow_write)
+        begin = time.monotonic()
+        runner.cancel()
+        assert time.monotonic() - begin < 0.1  # does not wait for the preparation
+        assert runner.wait(timeout=10) != 0
+        assert written and runner.process is None and runner.finished
+        assert runner.cancelled and runner.error == "cancelled" and not job["output"].exists()
 
 
 class TestCheckJob:
