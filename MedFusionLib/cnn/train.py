@@ -78,17 +78,21 @@ def train_network(
     volumes: TrainingVolumes,
     out: str | os.PathLike[str],
     recipe: Recipe = Recipe(),
+    config: dict[str, int] | None = None,
     data_description: str = "",
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train network ``name`` on ``volumes``; write the weights and their record; return the record."""
+    """Train network ``name`` on ``volumes``; write the weights and their record; return the record.
+
+    ``config``: constructor arguments of the network (default: its defaults, the shipped shape).
+    """
     if name not in NETWORKS:
         raise ParameterError(f"unknown network {name!r} (trainable: {', '.join(NETWORKS)})")
     if recipe.epochs < 1 or recipe.steps_per_epoch < 1 or recipe.batch < 1 or recipe.crop < 16:
         raise ParameterError("epochs, steps per epoch and batch must be at least 1, crop at least 16")
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
-    net = NETWORKS[name]()
+    net = NETWORKS[name](**(config or {}))
     optimiser = torch.optim.Adam(net.parameters(), lr=recipe.learning_rate)
     total_steps = recipe.epochs * recipe.steps_per_epoch
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, total_steps)
