@@ -28,13 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from MedFusionLib.benchmark.dataset import discover_pair_sets  # noqa: E402
-from MedFusionLib.benchmark.run import _load_grey, fused_grey_levels  # noqa: E402
+from MedFusionLib.benchmark.run import fused_grey_levels  # noqa: E402
 from MedFusionLib.cnn.data import TrainingVolumes, write_validation_set  # noqa: E402
 from MedFusionLib.cnn.losses import LossWeights  # noqa: E402
 from MedFusionLib.cnn.networks import DenseFusionNet  # noqa: E402
 from MedFusionLib.cnn.train import Recipe, train_network  # noqa: E402
 from MedFusionLib.cnn.weights import load_state_dict  # noqa: E402
+from MedFusionLib.io import read_image  # noqa: E402
 from MedFusionLib.metrics.compute import compute_metrics  # noqa: E402
+from MedFusionLib.metrics.inputs import grey_levels_from_image  # noqa: E402
 
 TARGET = ["EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf"]
 
@@ -72,8 +74,10 @@ def main() -> int:
     for pair_set in discover_pair_sets(folder):
         scores: dict[str, list[dict[str, float]]] = {"net": [], "maximum": []}
         for pair in pair_set.pairs:
-            a = _load_grey(pair.path_a, name=str(pair.path_a))[0]
-            b = _load_grey(pair.path_b, name=str(pair.path_b))[0]
+            a, b = (
+                grey_levels_from_image(read_image(path), name=str(path))
+                for path in (pair.path_a, pair.path_b)
+            )
             with torch.inference_mode():
                 fused = net(
                     torch.from_numpy(a / 255).float()[None, None],

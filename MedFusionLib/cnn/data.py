@@ -152,7 +152,7 @@ def write_validation_set(
             for anatomical in ANATOMICAL
             for index in VALIDATION_SLICES
         }
-        for k, index in zip(CLINICAL_VALIDATION, VALIDATION_SLICES[::2], strict=False):
+        for k, index in zip(CLINICAL_VALIDATION, VALIDATION_SLICES[::2], strict=True):
             pairs[f"{CLINICAL}_z{k}"] = (clinical[k], volumes.volumes[second][index])
         for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
