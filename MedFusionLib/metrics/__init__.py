@@ -2,7 +2,9 @@
 
 :func:`compute_metrics` scores a fused image against its two sources; :func:`list_metrics`
 and :func:`get_metric` describe the registered metrics. ``Docs/metrics.md`` documents each
-metric's definition, conventions, 3-D form and slice-wise mode.
+metric's definition, conventions, 3-D form and slice-wise mode. The clinical measures of a
+lesion and the anatomy (:mod:`.clinical`) form their own family, computed by
+:func:`~MedFusionLib.metrics.clinical.compute_clinical_metrics`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import importlib
 
 from .registry import Metric, get_metric, list_metrics, register_metric
 
-_FAMILY_MODULES = ("reference", "information", "structural", "perceptual")
+_FAMILY_MODULES = ("reference", "information", "structural", "perceptual", "clinical")
 _loaded = False
 
 
