@@ -9,6 +9,8 @@ re-derived from the array shape.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -17,6 +19,67 @@ import SimpleITK as sitk
 from .errors import InputError
 
 MODALITIES = ("CT", "MR", "PET", "SPECT")
+
+MAX_EXTENT_MM = 10_000.0
+"""The largest extent (spacing x size, mm) an image axis may have: 10 m. No body part or
+scanner field of view comes near it; beyond it the spacing is a header fault (1e9 mm)."""
+
+DIRECTION_TOLERANCE = 1e-3
+"""How far ``D^T D`` of a direction matrix ``D`` may be from the identity (largest entry).
+Float32 NIfTI/NRRD and 16-character DICOM strings stay near 1e-7, and even direction cosines
+written with 3 decimals stay below it, while a shear of a tenth of a degree (1.7e-3) is above
+it (the sheared NRRD of issue 12: 13 degrees, 0.22)."""
+
+
+def check_geometry(
+    spacing: Sequence[float],
+    origin: Sequence[float],
+    direction: Sequence[float],
+    *,
+    size: Sequence[int] | None = None,
+    max_extent_mm: float | None = MAX_EXTENT_MM,
+) -> None:
+    """Refuse a grid that cannot place voxels in the world; the message is one line.
+
+    Args:
+        spacing, origin: per axis, in mm.
+        direction: the row-major ``dim x dim`` direction cosine matrix, flattened.
+        size: voxels per axis; when given, each must be at least 1 and each axis' extent
+            (spacing x size) at most ``max_extent_mm``, else the spacing alone is bounded.
+        max_extent_mm: the bound; ``None`` for none.
+
+    Raises:
+        InputError: non-finite or non-positive spacing, an axis longer than the bound, a
+            non-finite origin, a direction that is not orthonormal within
+            :data:`DIRECTION_TOLERANCE` (sheared, scaled or singular), or sizes below 1.
+    """
+    ndim = len(spacing)
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise InputError(f"voxel spacing {_numbers(spacing)} mm is not finite and positive")
+    if size is not None and any(n < 1 for n in size):
+        raise InputError(f"size {tuple(int(n) for n in size)} has an axis with fewer than 1 voxel")
+    extents = [s * n for s, n in zip(spacing, size or (1,) * ndim, strict=True)]
+    if max_extent_mm is not None and max(extents) > max_extent_mm:
+        axis = int(np.argmax(extents))
+        raise InputError(
+            f"axis {axis + 1} spans {extents[axis]:.4g} mm (spacing {_numbers(spacing)} mm), more than "
+            f"{max_extent_mm / 1000:g} m: the voxel spacing in the header is wrong"
+        )
+    if not all(math.isfinite(o) for o in origin):
+        raise InputError(f"origin {_numbers(origin)} is not finite")
+    matrix = np.asarray(direction, dtype=np.float64).reshape(ndim, ndim)
+    if not np.isfinite(matrix).all():
+        raise InputError(f"direction {_numbers(direction)} is not finite")
+    deviation = float(np.abs(matrix.T @ matrix - np.eye(ndim)).max())
+    if deviation > DIRECTION_TOLERANCE:
+        raise InputError(
+            f"direction {_numbers(direction)} is not orthonormal (sheared, scaled or singular axes; "
+            f"|D^T D - I| = {deviation:.2g} > {DIRECTION_TOLERANCE:g})"
+        )
+
+
+def _numbers(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"
 
 
 @dataclass(frozen=True)
@@ -57,8 +120,8 @@ class Image:
                 f"geometry does not match a {ndim}-D image: spacing {self.spacing}, "
                 f"origin {self.origin}, direction {self.direction}"
             )
-        if any(s <= 0 for s in self.spacing):
-            raise InputError(f"spacing must be positive, got {self.spacing}")
+        if not all(math.isfinite(s) and s > 0 for s in self.spacing):
+            raise InputError(f"spacing must be finite and positive, got {self.spacing}")
         if self.modality is not None and self.modality not in MODALITIES:
             raise InputError(f"unknown modality {self.modality!r}; use one of {', '.join(MODALITIES)}")
         object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
@@ -91,10 +154,23 @@ class Image:
     def from_sitk(
         cls, image: sitk.Image, *, modality: str | None = None, metadata: dict[str, str] | None = None
     ) -> Image:
-        """Convert a SimpleITK image (copying the voxels)."""
+        """Convert a SimpleITK image (copying the voxels).
+
+        Raises:
+            InputError: other than 1 or 3 components per pixel; a grid :func:`check_geometry`
+                refuses (no bound on the extent here: :mod:`MedFusionLib.io` applies it to
+                the formats that state a physical spacing).
+        """
         components = image.GetNumberOfComponentsPerPixel()
         if components not in (1, 3):
             raise InputError(f"expected 1 (gray) or 3 (RGB) components per pixel, got {components}")
+        check_geometry(
+            image.GetSpacing(),
+            image.GetOrigin(),
+            image.GetDirection(),
+            size=image.GetSize(),
+            max_extent_mm=None,
+        )
         return cls(
             array=sitk.GetArrayFromImage(image),
             spacing=image.GetSpacing(),
