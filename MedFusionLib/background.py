@@ -120,14 +120,9 @@ def check_job(job: Mapping[str, Any]) -> None:
 
 
 def _write_transform(transform: Any, path: Path) -> None:
-    import SimpleITK as sitk
+    from .io import write_transform
 
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        sitk.WriteTransform(transform, str(temporary))
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_transform(transform, path)  # atomic, checked; a full disk is an InputError
 
 
 def run_job(job: Mapping[str, Any], emit: Emit) -> dict[str, Any]:

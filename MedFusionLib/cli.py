@@ -8,38 +8,143 @@ and renamed).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
+from .atomic import StagedOutputs, os_error_reason
 from .errors import InputError, MedFusionError, ParameterError
 from .fusion import get_method, list_methods
-from .io import check_output_path, read_image, write_image
+from .io import (
+    check_output_path,
+    check_transform_output_path,
+    read_image,
+    remove_output,
+    write_image,
+    write_transform,
+)
+from .output_guard import check_output_file, check_output_folder, guard_outputs
 from .pipeline import DEFAULT_METHOD, fuse_images
+from .preprocess import INTERPOLATIONS, check_window
+from .signals import Terminated, remove_live_temporaries, termination_raises
+from .validation import check_device, check_fraction, check_int, check_seed, check_threads
 
 EXIT_USAGE = 2
+EXIT_INTERNAL = 1
 
 
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line and exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        command = self.prog.removeprefix("medfusion").strip()
+        self.exit(EXIT_USAGE, f"medfusion: error: {command + ': ' if command else ''}{message}\n")
 
 
-def _parse_window(text: str | None) -> str | tuple[float, float] | None:
-    """``brain`` or ``LEVEL,WIDTH``."""
-    if text is None or "," not in text:
-        return text
-    try:
-        level, width = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ParameterError(f"window must be a preset name or LEVEL,WIDTH, got {text!r}") from None
-    return level, width
+def _parse_window(text: str | None, *, option: str) -> str | tuple[float, float] | None:
+    """``brain`` or ``LEVEL,WIDTH``, checked: a known preset, finite numbers, width > 0."""
+    if text is None:
+        return None
+    window: str | tuple[float, float] = text
+    if "," in text:
+        try:
+            level, width = (float(v) for v in text.split(","))
+        except ValueError:
+            raise ParameterError(f"{option} must be a preset name or LEVEL,WIDTH, got {text!r}") from None
+        window = (level, width)
+    return check_window(window, name=option)
+
+
+# --- option checks: every option that needs no file fails before any file is read ------------
+def _check_choice_option(option: str, value: str, choices: Sequence[str]) -> None:
+    """One line naming the option (argparse's ``choices`` would print its own usage error)."""
+    if value not in choices:
+        raise ParameterError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _check_fuse_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--device``, ``--interpolation`` and the windows of ``fuse``; returns the parsed windows."""
+    check_device(args.device, name="--device")
+    _check_choice_option("--interpolation", args.interpolation, INTERPOLATIONS)
+    return {
+        "window_a": _parse_window(args.window_a, option="--window-a"),
+        "window_b": _parse_window(args.window_b, option="--window-b"),
+    }
+
+
+def _check_register_options(args: argparse.Namespace) -> None:
+    """``--sampling`` in (0, 1] and ``--seed`` in the range ITK takes (0 would seed from the clock)."""
+    from .registration import MIN_SEED
+
+    check_fraction(args.sampling, name="--sampling")
+    check_seed(args.seed, name="--seed", low=MIN_SEED)
+
+
+def _check_metrics_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--metrics``, ``--mode``, ``--axis``, ``--device`` and the windows; returns metrics and windows."""
+    from .metrics.compute import MODES
+    from .metrics.registry import get_metric
+
+    _check_choice_option("--mode", args.mode, MODES)
+    chosen = _comma_list(args.metrics)
+    if args.metrics is not None and not chosen:
+        raise ParameterError(f"--metrics names no metric: {args.metrics!r}")
+    for name in chosen or []:
+        get_metric(name)
+    check_int(args.axis, name="--axis", low=-3, high=2)
+    check_device(args.device, name="--device")
+    return {
+        "metrics": chosen,
+        "window_a": _parse_window(args.window_a, option="--window-a"),
+        "window_b": _parse_window(args.window_b, option="--window-b"),
+    }
+
+
+def _check_benchmark_options(args: argparse.Namespace) -> None:
+    """``--threads``, ``--device`` and ``--methods`` of ``benchmark``."""
+    check_threads(args.threads, name="--threads")
+    check_device(args.device, name="--device")
+    methods = _comma_list(args.methods)
+    if args.methods is not None and not methods:
+        raise ParameterError(f"--methods names no method: {args.methods!r}")
+    for name in methods or []:
+        get_method(name)
+    if args.peers:
+        from .benchmark.published import peer_rows
+
+        try:
+            peer_rows(args.peers)
+        except (AttributeError, TypeError, ValueError) as error:
+            raise InputError(
+                f"--peers {args.peers}: not a peer-results file ({{'sets': {{SET: {{LABEL: {{METRIC: value}}}}}}}}): "
+                f"{error}"
+            ) from None
+
+
+def _check_train_options(args: argparse.Namespace) -> None:
+    """``--threads``, ``--seed`` and the recipe options of ``train``, for the network chosen."""
+    check_threads(args.threads, name="--threads")
+    if args.seed is not None:
+        check_seed(args.seed, name="--seed")
+    focus = args.method == "liu_cnn"
+    for option, value in (("--epochs", args.epochs), ("--crop", args.crop)):
+        if focus and value is not None:
+            raise ParameterError(f"{option} applies to dense_fusion_net only, not {args.method}")
+    minimum = {"--epochs": 1, "--steps": 1, "--batch": 2 if focus else 1, "--crop": 16}
+    for option, value in (
+        ("--epochs", args.epochs),
+        ("--steps", args.steps),
+        ("--batch", args.batch),
+        ("--crop", args.crop),
+    ):
+        if value is not None:
+            check_int(value, name=option, low=minimum[option])
 
 
 def _progress_bar(description: str) -> Any:
@@ -50,7 +155,14 @@ def _progress_bar(description: str) -> Any:
 
     def update(done: int, total: int) -> None:
         if "bar" not in bar:
-            bar["bar"] = tqdm(total=total, desc=description, unit="slab", file=sys.stderr, leave=False)
+            bar["bar"] = tqdm(
+                total=total,
+                desc=description,
+                unit="slab",
+                file=sys.stderr,
+                leave=False,
+                disable=not sys.stderr.isatty(),
+            )
         bar["bar"].update(done - bar["bar"].n)
         if done == total:
             bar["bar"].close()
@@ -103,9 +215,11 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def cmd_fuse(args: argparse.Namespace) -> int:
     out = Path(args.output)
+    guard_outputs(inputs=[args.a, args.b], outputs=[out])  # inputs are never overwritten
     check_output_path(out)  # refuse an unusable output before any work
     spec = get_method(args.method or DEFAULT_METHOD)
     parameters = spec.resolve_parameters(spec.parse_parameters(args.set))
+    windows = _check_fuse_options(args)
     a = read_image(args.a, modality=args.modality_a)
     b = read_image(args.b, modality=args.modality_b)
     check_output_path(out, ndim=a.ndim)
@@ -122,8 +236,8 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         method=spec.name,
         parameters=parameters,
         device=args.device,
-        window_a=_parse_window(args.window_a),
-        window_b=_parse_window(args.window_b),
+        window_a=windows["window_a"],
+        window_b=windows["window_b"],
         interpolation=args.interpolation,
         name_a=str(args.a),
         name_b=str(args.b),
@@ -144,11 +258,9 @@ TRANSFORM_SUFFIXES = (".tfm", ".txt", ".h5")
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    import SimpleITK as sitk
-
     from .registration import register
-    from .registration_qa import save_registration_qa
 
+    _check_register_options(args)
     out = Path(args.output)
     if out.suffix.lower() not in TRANSFORM_SUFFIXES:
         raise ParameterError(f"transform file {out} must end in {', '.join(TRANSFORM_SUFFIXES)}")
@@ -156,11 +268,18 @@ def cmd_register(args: argparse.Namespace) -> int:
         raise ParameterError(f"output folder {out.parent} does not exist")
     if args.qa and Path(args.qa).suffix.lower() != ".png":
         raise ParameterError(f"--qa {args.qa} must be a .png file")
-    if args.resampled:
-        check_output_path(Path(args.resampled))
+    resampled = Path(args.resampled) if args.resampled else None
+    qa = Path(args.qa) if args.qa else None
+    # Every output is checked before any work: a late failure must not leave earlier outputs.
+    guard_outputs(inputs=[args.fixed, args.moving], outputs=[out, resampled, qa])
+    check_transform_output_path(out)
+    if qa is not None:
+        check_output_file(qa, what="--qa image")
+    if resampled is not None:
+        check_output_path(resampled)
     fixed, moving = read_image(args.fixed), read_image(args.moving)
-    if args.resampled:
-        check_output_path(Path(args.resampled), ndim=fixed.ndim)
+    if resampled is not None:
+        check_output_path(resampled, ndim=fixed.ndim)
     result = register(
         fixed,
         moving,
@@ -173,20 +292,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     )
     for warning in result.warnings:
         print(f"medfusion: warning: {warning}", file=sys.stderr)
-    temporary = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    try:
-        sitk.WriteTransform(result.transform, str(temporary))
-        temporary.replace(out)
-    finally:
-        temporary.unlink(missing_ok=True)
-    if args.resampled:
-        from .preprocess import resample_to
-
-        write_image(resample_to(moving, fixed, transform=result.transform), Path(args.resampled))
-    if args.qa:
-        save_registration_qa(
-            fixed, moving, result.transform, args.qa, title=f"{args.moving} -> {args.fixed} ({args.type})"
-        )
+    _write_registration_outputs(args, result.transform, fixed, moving, out=out, resampled=resampled, qa=qa)
     if args.json:
         print(
             json.dumps(
@@ -206,6 +312,41 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_registration_outputs(
+    args: argparse.Namespace,
+    transform: Any,
+    fixed: Any,
+    moving: Any,
+    *,
+    out: Path,
+    resampled: Path | None,
+    qa: Path | None,
+) -> None:
+    """Write the transform, QA picture and resampled image all or none.
+
+    The transform and the picture are staged under temporary names; the resampled image is
+    written last (atomically on its own); only then are the staged files renamed into place.
+    A failure at any step removes what this run wrote.
+    """
+    from .preprocess import resample_to
+    from .registration_qa import save_registration_qa
+
+    moved = resample_to(moving, fixed, transform=transform) if resampled is not None else None
+    written: Path | None = None
+    try:
+        with StagedOutputs() as staged:
+            write_transform(transform, staged.stage(out, suffix=out.suffix.lower()))
+            if qa is not None:
+                title = f"{args.moving} -> {args.fixed} ({args.type})"
+                save_registration_qa(fixed, moving, transform, staged.stage(qa, suffix=".png"), title=title)
+            if resampled is not None and moved is not None:
+                written = write_image(moved, resampled)
+    except BaseException:
+        if written is not None:
+            remove_output(written)
+        raise
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -219,18 +360,17 @@ def _comma_list(text: str | None) -> list[str] | None:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from .metrics.compute import compute_metrics
+    from .metrics.compute import check_axis, compute_metrics
     from .metrics.inputs import grey_levels_for_scoring
-    from .metrics.registry import get_metric
 
     names = (str(args.a), str(args.b), str(args.fused))
-    chosen = _comma_list(args.metrics)
-    for name in chosen or []:
-        get_metric(name)  # unknown names fail before any file is read
+    options = _check_metrics_options(args)  # unknown names fail before any file is read
+    chosen = options["metrics"]
     images = [read_image(path) for path in (args.a, args.b, args.fused)]
     grey = grey_levels_for_scoring(
-        *images, names=names, window_a=_parse_window(args.window_a), window_b=_parse_window(args.window_b)
+        *images, names=names, window_a=options["window_a"], window_b=options["window_b"]
     )
+    check_axis(args.axis, ndim=grey[0].ndim, name="--axis")
     report = compute_metrics(
         *grey, metrics=chosen, mode=args.mode, axis=args.axis, device=args.device, names=names
     )
@@ -257,9 +397,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from .benchmark.report import write_report
     from .benchmark.run import run_benchmark
 
-    if args.threads < 1:
-        raise ParameterError(f"--threads must be at least 1, got {args.threads}")
+    _check_benchmark_options(args)
     dataset = Path(args.dataset)
+    out_dir = check_output_folder(args.out, option="--out")  # before the work, not after it
+    guard_outputs(inputs=[dataset, args.peers], outputs=[out_dir])
     methods = _comma_list(args.methods)
     for name in methods or []:
         get_method(name)
@@ -312,12 +453,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.method not in NETWORKS:
         raise ParameterError(f"unknown network {args.method!r} (trainable: {', '.join(NETWORKS)})")
+    _check_train_options(args)
     data = Path(args.data)
     if any((data / name).is_dir() for name in ("MRI_CT", "MRI_PET", "MRI_SPECT")):
         raise InputError(f"{data} holds the Harvard evaluation pairs: networks are never trained on them")
     out = Path(args.out or f"{args.method}.safetensors")
     if out.suffix != ".safetensors":
         raise InputError(f"{out}: the weights file must end in .safetensors")
+    check_output_file(out, what="weights")
+    guard_outputs(inputs=[data], outputs=[out, out.with_name(out.name + ".json")])
     torch.set_num_threads(args.threads)
     log = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
     given = {"seed": args.seed, "batch": args.batch}
@@ -451,17 +595,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(message: str) -> int:
+    """Print one ``medfusion: error:`` line and return the usage exit status."""
+    print(f"medfusion: error: {' '.join(message.split())}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _os_error_message(error: OSError) -> str:
+    """One line for an :class:`OSError` no command turned into its own error (names the file)."""
+    reason = "no space left on device" if error.errno == errno.ENOSPC else os_error_reason(error)
+    return f"{error.filename}: {reason}" if error.filename else reason
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``medfusion`` console script."""
+    """Entry point of the ``medfusion`` console script.
+
+    Errors print one line on stderr and exit with status 2 (bad input) or 1 (a bug). SIGTERM and SIGHUP, like Ctrl-C, stop the command with
+    its temporaries removed (every write is atomic) and exit with ``128 + signal``; the
+    previous signal handlers are restored on return. Set ``MEDFUSION_TRACEBACK=1`` to see the
+    traceback of an unexpected error instead of its one line.
+    """
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except MedFusionError as error:
-        print(f"medfusion: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("medfusion: interrupted", file=sys.stderr)
-        return 130
+    with termination_raises():
+        try:
+            return args.run(args)
+        except MedFusionError as error:
+            return _error(str(error))
+        except Terminated as stop:
+            remove_live_temporaries()
+            print(f"medfusion: stopped by {stop.name}; nothing half-written was left", file=sys.stderr)
+            return int(stop.code)
+        except KeyboardInterrupt:
+            remove_live_temporaries()
+            print("medfusion: interrupted", file=sys.stderr)
+            return 130
+        except OSError as error:
+            return _error(_os_error_message(error))
+        except MemoryError:
+            return _error("not enough memory for this command")
+        except Exception as error:  # a bug, not bad input: one line and status 1, never a traceback
+            if os.environ.get("MEDFUSION_TRACEBACK"):
+                raise
+            _error(
+                f"internal error {type(error).__name__}: {error} "
+                "(please report it; MEDFUSION_TRACEBACK=1 shows the traceback)"
+            )
+            return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -10,9 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .atomic import making_folder, save_png_atomically
+from .fusion import get_method
+from .fusion.ops import resolve_device
 from .image import Image
-from .io import read_image, write_image
+from .io import read_image, remove_output, write_image
 from .montage import save_montage
+from .output_guard import check_output_folder, guard_outputs
 from .pipeline import fuse_images
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
@@ -32,30 +36,58 @@ def run_demo(
 ) -> list[Path]:
     """Fuse each demo pair with each method; write the volumes and one montage per pair.
 
-    Returns the written paths (fused volumes, then montages).
+    Returns the written paths (fused volumes, then montages). The output folder, the device
+    and the methods are checked before any work; if the demo fails or is stopped, the files
+    and folders it made are removed again.
+
+    Raises:
+        InputError: ``out_dir`` is a file or cannot be created; a write failed.
+        ParameterError: an unknown method or an unavailable device.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    out = check_output_folder(out_dir, option="demo output folder")
+    guard_outputs(inputs=[SAMPLE_DATA / name for pair in DEMO_PAIRS for name in pair[::2]], outputs=[out])
+    resolve_device(device)
+    for method in methods:
+        get_method(method)
+    volumes: list[Path] = []
     montages: list[Path] = []
-    for file_a, modality_a, file_b, modality_b in DEMO_PAIRS:
-        a = read_image(SAMPLE_DATA / file_a, modality=modality_a)
-        b = read_image(SAMPLE_DATA / file_b, modality=modality_b)
-        pair = f"{modality_a}_{modality_b}"
-        rows: list[tuple[str, Image]] = [(f"{modality_a}: {file_a}", a), (f"{modality_b}: {file_b}", b)]
-        for method in methods:
-            result = fuse_images(a, b, method=method, device=device, name_a=file_a, name_b=file_b)
-            path = write_image(result.image, out / f"{pair}_{method}.nii.gz")
-            written.append(path)
-            rows.append((f"{method} ({result.seconds:.1f} s)", result.image))
-            report(f"{pair:10s} {method:20s} {result.seconds:7.2f} s  -> {path}")
-        montages.append(
-            save_montage(
-                rows,
-                out / f"demo_{pair}.png",
-                title=f"MedFusion demo: {modality_a} + {modality_b}, fused in 3-D (axial, coronal, sagittal mid-slices)",
-            )
-        )
+    with making_folder(out):
+        try:
+            for pair in DEMO_PAIRS:
+                montages.append(
+                    _demo_pair(pair, out, methods=methods, device=device, report=report, volumes=volumes)
+                )
+        except BaseException:
+            for path in [*volumes, *montages]:
+                remove_output(path)
+            raise
     for path in montages:
         report(f"montage: {path}")
-    return written + montages
+    return volumes + montages
+
+
+def _demo_pair(
+    pair: tuple[str, str, str, str],
+    out: Path,
+    *,
+    methods: Sequence[str],
+    device: str,
+    report: Callable[[str], None],
+    volumes: list[Path],
+) -> Path:
+    """Fuse one pair with every method (each volume written is appended to ``volumes``); return its montage."""
+    file_a, modality_a, file_b, modality_b = pair
+    a = read_image(SAMPLE_DATA / file_a, modality=modality_a)
+    b = read_image(SAMPLE_DATA / file_b, modality=modality_b)
+    name = f"{modality_a}_{modality_b}"
+    rows: list[tuple[str, Image]] = [(f"{modality_a}: {file_a}", a), (f"{modality_b}: {file_b}", b)]
+    for method in methods:
+        result = fuse_images(a, b, method=method, device=device, name_a=file_a, name_b=file_b)
+        path = write_image(result.image, out / f"{name}_{method}.nii.gz")
+        volumes.append(path)
+        rows.append((f"{method} ({result.seconds:.1f} s)", result.image))
+        report(f"{name:10s} {method:20s} {result.seconds:7.2f} s  -> {path}")
+    title = f"MedFusion demo: {modality_a} + {modality_b}, fused in 3-D (axial, coronal, sagittal mid-slices)"
+    return save_png_atomically(
+        lambda temporary: save_montage(rows, temporary, title=title), out / f"demo_{name}.png"
+    )

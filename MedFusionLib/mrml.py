@@ -36,8 +36,10 @@ from vtk.util import numpy_support
 from . import __version__
 from .errors import InputError, MedFusionError
 from .image import MODALITIES, Image
+from .io import write_transform
 from .pipeline import DEFAULT_METHOD, FusionResult, fuse_images
 from .registration import TRANSFORM_TYPES, register
+from .validation import check_device
 
 REGISTRATIONS = ("none", *TRANSFORM_TYPES)
 """Values of ``registration`` accepted by :func:`fuse_volume_nodes`."""
@@ -120,6 +122,10 @@ def image_from_volume_node(node: Any) -> Image:
     array = np.array(slicer.util.arrayFromVolume(node), copy=True)  # (k, j, i[, c])
     lps = _LPS_FROM_RAS @ _ijk_to_ras(node)
     spacing = np.array(node.GetSpacing(), dtype=float)
+    if not (np.isfinite(spacing).all() and (spacing > 0).all()):
+        raise InputError(
+            f"volume {node.GetName()!r}: spacing must be finite and positive, got {tuple(spacing)}"
+        )
     direction = lps[:3, :3] / spacing
     origin = lps[:3, 3]
     axial_slice = (
@@ -283,7 +289,7 @@ def transform_node_from_transform(transform: sitk.Transform, scene: Any, name: s
     storage = slicer.vtkMRMLTransformStorageNode()
     with tempfile.TemporaryDirectory(prefix="medfusion-") as directory:
         path = os.path.join(directory, "transform.h5")
-        sitk.WriteTransform(transform, path)
+        write_transform(transform, path)  # checked, and HDF5 kept out of Slicer's process
         storage.SetFileName(path)
         ok = storage.ReadData(node)
         storage.SetFileName("")
@@ -338,22 +344,26 @@ def fuse_volume_nodes(
     Raises:
         InputError: a missing node, nodes in different scenes, an unknown method or
             registration type.
-        ParameterError: a bad entry in ``parameters`` (from the engine).
+        ParameterError: ``parameters`` not a mapping or with a bad entry, an unknown or
+            unavailable device (both checked before any registration).
         MedFusionError: whatever the engine raises (no overlap, registration failure, ...).
 
     Example:
         >>> fused = fuse_volume_nodes(getNode("T1"), getNode("PET"), method="laplacian_pyramid")  # doctest: +SKIP
     """
     _check_pair(fixed, moving)
-    if registration not in REGISTRATIONS:
+    if not isinstance(registration, str) or registration not in REGISTRATIONS:
         raise InputError(f"unknown registration {registration!r} (use {', '.join(REGISTRATIONS)})")
-    method = method or DEFAULT_METHOD
+    method = DEFAULT_METHOD if method is None else method
     try:
         from .fusion import get_method
 
-        get_method(method)
+        spec = get_method(method)
     except MedFusionError as error:
         raise InputError(str(error)) from None
+    # the rest of the options fail here, before a registration that may take minutes
+    spec.resolve_parameters(parameters)
+    check_device(device)
     fixed_image = image_from_volume_node(fixed)
     moving_image = image_from_volume_node(moving)
     names = {"name_a": fixed.GetName(), "name_b": moving.GetName()}

@@ -17,13 +17,28 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from .colour import luminance, rgb_to_ycbcr, ycbcr_to_rgb
-from .errors import InputError
+from .colour import rgb_to_ycbcr, ycbcr_to_rgb
+from .errors import GeometryError, InputError
 from .fusion import get_method
-from .fusion.ops import resolve_device
 from .fusion.runner import DEFAULT_MAX_SLAB_VOXELS, ProgressCallback, fuse_arrays
 from .image import Image
-from .preprocess import check_finite_and_varying, normalize_intensity, resample_to
+from .preprocess import (
+    INTERPOLATIONS,
+    check_finite_and_varying,
+    check_window,
+    normalize_intensity,
+    resample_to,
+)
+from .validation import (
+    check_callback,
+    check_choice,
+    check_device,
+    check_image,
+    check_int,
+    check_name,
+    check_transform,
+    gray_voxels,
+)
 
 DEFAULT_METHOD = "laplacian_pyramid"
 
@@ -58,14 +73,37 @@ def _normalised_gray(image: Image, *, name: str, window: str | tuple[float, floa
     """``[0, 1]`` float32 voxels: luminance for RGB input, modality presets otherwise.
 
     An RGB slice's luminance is already in ``[0, 1]`` (8-bit / 255, the field's protocol) and
-    is used as it is unless a window is asked for.
+    is used as it is unless a window is asked for; as in :func:`normalize_intensity`, its NaN
+    voxels count as background (the finite minimum).
     """
     if image.is_rgb:
-        image = luminance(image)
+        image = image.with_array(gray_voxels(image, name=name))
         if window is None:
-            check_finite_and_varying(image.array, name=name)
-            return image.array
+            low, _ = check_finite_and_varying(image.array, name=name)
+            gray = image.array
+            bad = ~np.isfinite(gray)
+            if bad.any():
+                gray = np.where(bad, np.float32(low), gray)
+            return gray
     return normalize_intensity(image, window=window, name=name)
+
+
+def _lost_on_grid(a: Image, b: Image, b_on_a: Image, *, name_a: str, name_b: str) -> GeometryError:
+    """B varies on its own grid but not once resampled onto A's: the grids barely meet."""
+    gray = gray_voxels(b_on_a, name=name_b)
+    finite = gray[np.isfinite(gray)] if gray.dtype.kind == "f" else gray.ravel()
+    what = f"constant ({float(finite[0]):g})" if finite.size else "not finite"
+    return GeometryError(
+        f"{name_b} varies on its own grid but is {what} where {name_a}'s grid samples it "
+        f"({name_a}: {_grid_text(a)}; {name_b}: {_grid_text(b)}); check both images' spacing and origin"
+    )
+
+
+def _grid_text(image: Image) -> str:
+    size = "x".join(map(str, image.size))
+    spacing = " x ".join(f"{s:g}" for s in image.spacing)
+    origin = ", ".join(f"{o:g}" for o in image.origin)
+    return f"{size} voxels of {spacing} mm at ({origin})"
 
 
 def fuse_images(
@@ -110,19 +148,36 @@ def fuse_images(
         >>> result = fuse_images(read_image("t1.nii.gz"), read_image("pet.nii.gz"))  # doctest: +SKIP
     """
     start = time.perf_counter()
-    spec = get_method(method or DEFAULT_METHOD)
+    spec = get_method(DEFAULT_METHOD if method is None else method)
     params = spec.resolve_parameters(parameters)
-    dev = resolve_device(device)
+    dev = check_device(device)
+    window_a = check_window(window_a, name="window_a")
+    window_b = check_window(window_b, name="window_b")
+    check_choice(interpolation, INTERPOLATIONS, name="interpolation")
+    check_int(max_slab_voxels, name="max_slab_voxels", low=1)
+    check_callback(progress, name="progress")
+    name_a, name_b = check_name(name_a, name="name_a"), check_name(name_b, name="name_b")
+    check_image(a, name=name_a)
+    check_image(b, name=name_b)
     if a.ndim != b.ndim:
         raise InputError(f"cannot fuse a {a.ndim}-D image ({name_a}) with a {b.ndim}-D image ({name_b})")
     if a.ndim not in spec.dims:
         raise InputError(f"{spec.name} does not fuse {a.ndim}-D images ({name_a})")
+    check_transform(transform, ndim=a.ndim, name="transform")
 
+    # each input's content is checked on its own grid, before any resampling
+    gray_a = _normalised_gray(a, name=name_a, window=window_a)
+    if transform is not None or not b.same_grid(a):
+        check_finite_and_varying(gray_voxels(b, name=name_b), name=name_b)
     b_on_a = resample_to(
         b, a, interpolation=interpolation, transform=transform, name=name_b, reference_name=name_a
     )
-    gray_a = _normalised_gray(a, name=name_a, window=window_a)
-    gray_b = _normalised_gray(b_on_a, name=name_b, window=window_b)
+    try:
+        gray_b = _normalised_gray(b_on_a, name=name_b, window=window_b)
+    except InputError:
+        if b_on_a is b:
+            raise
+        raise _lost_on_grid(a, b, b_on_a, name_a=name_a, name_b=name_b) from None
 
     fused = fuse_arrays(
         gray_a,
@@ -137,8 +192,9 @@ def fuse_images(
     colour_source = None
     if b_on_a.is_pseudo_colour or a.is_pseudo_colour:
         colour_source, source = (name_b, b_on_a) if b_on_a.is_pseudo_colour else (name_a, a)
-        rgb = source.array.astype(np.float32) / (255.0 if source.array.dtype == np.uint8 else 1.0)
-        _, cb, cr = rgb_to_ycbcr(rgb)
+        rgb = source.array if source.array.dtype in (np.uint8, np.uint16) else source.array.astype(np.float32)
+        _, cb, cr = rgb_to_ycbcr(rgb)  # uint8 / 255, uint16 / 65535, floats as they are
+        cb, cr = (np.where(np.isfinite(c), c, np.float32(0.5)) for c in (cb, cr))  # NaN: no chroma
         fused = ycbcr_to_rgb(fused, cb, cr).astype(np.float32)
 
     image = Image(

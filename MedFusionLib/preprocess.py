@@ -17,12 +17,15 @@ import SimpleITK as sitk
 
 from .errors import GeometryError, InputError, ParameterError
 from .image import Image
+from .validation import check_image, check_transform, check_voxels
 
 _INTERPOLATORS = {
     "linear": sitk.sitkLinear,
     "nearest": sitk.sitkNearestNeighbor,
     "bspline": sitk.sitkBSpline,
 }
+INTERPOLATIONS: tuple[str, ...] = tuple(_INTERPOLATORS)
+"""Values of ``interpolation`` accepted by :func:`resample_to`."""
 
 CT_WINDOWS: dict[str, tuple[float, float]] = {
     "brain": (40.0, 80.0),
@@ -86,22 +89,27 @@ def resample_to(
         match and no transform is given.
 
     Raises:
-        ParameterError: unknown ``interpolation``.
-        InputError: one image is 2-D and the other 3-D.
+        ParameterError: unknown ``interpolation``; ``transform`` not a SimpleITK transform of
+            the images' dimension.
+        InputError: not an Image, unusable voxels or geometry (see
+            :func:`MedFusionLib.validation.check_image`); one image is 2-D and the other 3-D.
         GeometryError: the two images do not overlap in world space.
 
     Example:
         >>> spect_on_t1 = resample_to(spect, t1)  # doctest: +SKIP
     """
-    if interpolation not in _INTERPOLATORS:
+    if not isinstance(interpolation, str) or interpolation not in _INTERPOLATORS:
         raise ParameterError(
             f"unknown interpolation {interpolation!r}; use one of {', '.join(_INTERPOLATORS)}"
         )
+    check_image(image, name=name)
+    check_image(reference, name=reference_name)
     if image.ndim != reference.ndim:
         raise InputError(
             f"cannot resample {name} ({image.ndim}-D) onto {reference_name} ({reference.ndim}-D): "
             "both images must be 2-D or both 3-D"
         )
+    check_transform(transform, ndim=reference.ndim, name="transform")
     if transform is None and image.same_grid(reference):
         return image
 
@@ -151,12 +159,18 @@ def resample_to(
 
 
 # --- intensity ---------------------------------------------------------------------------
-def check_finite_and_varying(array: np.ndarray, *, name: str = "image") -> tuple[float, float]:
+def check_finite_and_varying(
+    array: np.ndarray, *, name: str = "image", purpose: str = "fuse"
+) -> tuple[float, float]:
     """The minimum and maximum of the finite voxels of ``array``.
 
+    ``purpose`` ends the message about a constant image (``nothing to fuse``).
+
     Raises:
-        InputError: no voxel is finite, or all finite voxels have one value.
+        InputError: no voxel is finite, or all finite voxels have one value (or the voxels are
+            not numbers: see :func:`MedFusionLib.validation.check_voxels`).
     """
+    check_voxels(array, name=name)
     if array.dtype.kind in "iub":
         if array.size == 0:
             raise InputError(f"{name} contains no finite voxels")
@@ -171,25 +185,46 @@ def check_finite_and_varying(array: np.ndarray, *, name: str = "image") -> tuple
             values = array[finite]
             low, high = float(values.min()), float(values.max())
     if low == high:
-        raise InputError(f"{name} is constant (value {low:g}): nothing to fuse")
+        raise InputError(f"{name} is constant (value {low:g}): nothing to {purpose}")
     return low, high
 
 
-def _resolve_window(window: str | tuple[float, float]) -> tuple[float, float]:
-    """``(low, high)`` HU of a preset name or a ``(level, width)`` pair."""
+def check_window(
+    window: str | tuple[float, float] | None, *, name: str = "window"
+) -> str | tuple[float, float] | None:
+    """``None``, a :data:`CT_WINDOWS` name, or a finite ``(level, width)`` pair with width > 0.
+
+    Args:
+        window: the value to check.
+        name: how the message names it (``window_a`` in the API, ``--window-a`` on the command line).
+
+    Returns:
+        ``window`` itself, a pair as two floats.
+
+    Raises:
+        ParameterError: an unknown preset, not a pair of numbers, not finite, or width <= 0.
+    """
+    if window is None:
+        return None
     if isinstance(window, str):
         if window not in CT_WINDOWS:
-            raise ParameterError(f"unknown CT window {window!r}; use one of {', '.join(CT_WINDOWS)}")
-        level, width = CT_WINDOWS[window]
-    else:
-        try:
-            level, width = (float(v) for v in window)
-        except (TypeError, ValueError):
-            raise ParameterError(f"window must be a preset name or (level, width), got {window!r}") from None
-        if not (math.isfinite(level) and math.isfinite(width)):
-            raise ParameterError(f"window (level, width) must be finite, got {window!r}")
-        if width <= 0:
-            raise ParameterError(f"window width must be > 0, got {width:g}")
+            raise ParameterError(f"{name}: unknown CT window {window!r}; use one of {', '.join(CT_WINDOWS)}")
+        return window
+    try:
+        level, width = (float(v) for v in window)
+    except (TypeError, ValueError, OverflowError):
+        raise ParameterError(f"{name} must be a preset name or (level, width), got {window!r}") from None
+    if not (math.isfinite(level) and math.isfinite(width)):
+        raise ParameterError(f"{name}: (level, width) must be finite, got {window!r}")
+    if width <= 0:
+        raise ParameterError(f"{name}: window width must be > 0, got {width:g}")
+    return level, width
+
+
+def _resolve_window(window: str | tuple[float, float], *, name: str = "window") -> tuple[float, float]:
+    """``(low, high)`` HU of a preset name or a ``(level, width)`` pair."""
+    checked = check_window(window, name=name)
+    level, width = CT_WINDOWS[checked] if isinstance(checked, str) else checked
     return level - width / 2.0, level + width / 2.0
 
 
@@ -246,6 +281,8 @@ def normalize_intensity(
         >>> normalize_intensity(ct).tolist()
         [[0.0, 0.5], [1.0, 1.0]]
     """
+    if not isinstance(image, Image):
+        check_image(image, name=name)  # raises: not an Image
     bounds = _resolve_window(window) if window is not None else None
     if bounds is None and percentiles is not None:
         percentiles = _check_percentiles(percentiles)

@@ -29,13 +29,25 @@ import numpy as np
 import SimpleITK as sitk
 
 from .colour import luminance
-from .errors import GeometryError, ParameterError, RegistrationError
+from .errors import GeometryError, InputError, RegistrationError
 from .image import Image
 from .io import short_reason
+from .preprocess import check_finite_and_varying
+from .validation import (
+    check_choice,
+    check_fraction,
+    check_image,
+    check_int,
+    check_name,
+    check_seed,
+    check_transform,
+    gray_voxels,
+)
 
 TRANSFORM_TYPES = ("rigid", "affine", "bspline")
 INITIALISATIONS = ("geometry", "moments")
 DEFAULT_SEED = 20261124
+MIN_SEED = 1  # ITK reads a seed of 0 as "seed from the wall clock": results would not repeat
 DEFAULT_MAX_SAMPLES = 100_000  # at full resolution; a level shrunk by s samples at most 1/s of it
 MIN_SAMPLES = 20_000  # per pyramid level, or every voxel of a smaller level
 GRADIENT_IMAGE_MAX_VOXELS = 2_000_000  # above this, metric gradients at sample points only
@@ -209,6 +221,40 @@ def _mask(mask: Image | None) -> sitk.Image | None:
     return sitk.Cast(mask.to_sitk() > 0, sitk.sitkUInt8)
 
 
+def _check_mask(mask: Any, *, ndim: int, name: str) -> None:
+    """``None`` or a gray image of ``ndim`` dimensions with at least one non-zero voxel."""
+    if mask is None:
+        return
+    check_image(mask, name=name)
+    if mask.is_rgb or mask.ndim != ndim:
+        raise InputError(f"{name} must be a {ndim}-D gray image like the image it masks")
+    if not np.any(mask.array > 0):
+        raise InputError(f"{name} has no non-zero voxel: it would mask out every sample")
+
+
+def _check_arguments(fixed: Any, moving: Any, options: dict[str, Any]) -> None:
+    """Every argument of :func:`register`, in the order a user would fix them (see there)."""
+    name_fixed = check_name(options["name_fixed"], name="name_fixed")
+    name_moving = check_name(options["name_moving"], name="name_moving")
+    check_choice(options["type"], TRANSFORM_TYPES, name="registration type")
+    check_choice(options["initialisation"], INITIALISATIONS, name="initialisation")
+    check_fraction(options["sampling_fraction"], name="sampling_fraction")
+    check_int(options["max_samples"], name="max_samples", low=1000)
+    check_int(options["histogram_bins"], name="histogram_bins", low=8, high=256)
+    check_seed(options["seed"], name="seed", low=MIN_SEED)
+    check_image(fixed, name=name_fixed)
+    check_image(moving, name=name_moving)
+    if fixed.ndim != moving.ndim:
+        raise GeometryError(
+            f"cannot register a {moving.ndim}-D {name_moving} to a {fixed.ndim}-D {name_fixed}"
+        )
+    check_transform(options["initial_transform"], ndim=fixed.ndim, name="initial_transform")
+    _check_mask(options["fixed_mask"], ndim=fixed.ndim, name="fixed_mask")
+    _check_mask(options["moving_mask"], ndim=moving.ndim, name="moving_mask")
+    for image, name in ((fixed, name_fixed), (moving, name_moving)):  # on its own grid
+        check_finite_and_varying(gray_voxels(image, name=name), name=name, purpose="register")
+
+
 def register(
     fixed: Image,
     moving: Image,
@@ -237,30 +283,38 @@ def register(
         sampling_fraction: fraction of fixed voxels sampled per iteration (0 < f <= 1).
         max_samples: at most this many samples per pyramid level (at least 1000).
         histogram_bins: Mattes MI histogram bins.
-        seed: random sampling seed (the same seed gives the same result on one machine).
+        seed: random sampling seed in ``1..2**32 - 1`` (the same seed gives the same result on
+            one machine; ITK would read 0 as "seed from the clock").
         name_fixed, name_moving: how errors name the images.
 
     Raises:
-        ParameterError: unknown type or initialisation, out-of-range options.
-        InputError / GeometryError: 2-D with 3-D, no overlap.
+        ParameterError: unknown type or initialisation, out-of-range options, an initial
+            transform of another dimension.
+        InputError: not an Image, unusable voxels, an image without finite voxels or constant
+            (checked on its own grid), an empty or mismatched mask.
+        GeometryError: unusable geometry, 2-D with 3-D, no overlap.
         RegistrationError: the metric did not improve, or the result leaves the field of view.
     """
-    if type not in TRANSFORM_TYPES:
-        raise ParameterError(f"unknown registration type {type!r} (use {', '.join(TRANSFORM_TYPES)})")
-    if initialisation not in INITIALISATIONS:
-        raise ParameterError(
-            f"unknown initialisation {initialisation!r} (use {' or '.join(INITIALISATIONS)})"
-        )
-    if not 0 < sampling_fraction <= 1:
-        raise ParameterError(f"sampling_fraction must be in (0, 1], got {sampling_fraction}")
-    if max_samples < 1000:
-        raise ParameterError(f"max_samples must be at least 1000, got {max_samples}")
-    if not 8 <= histogram_bins <= 256:
-        raise ParameterError(f"histogram_bins must be in 8..256, got {histogram_bins}")
-    if fixed.ndim != moving.ndim:
-        raise GeometryError(
-            f"cannot register a {moving.ndim}-D {name_moving} to a {fixed.ndim}-D {name_fixed}"
-        )
+    _check_arguments(
+        fixed,
+        moving,
+        {
+            "type": type,
+            "initial_transform": initial_transform,
+            "initialisation": initialisation,
+            "fixed_mask": fixed_mask,
+            "moving_mask": moving_mask,
+            "sampling_fraction": sampling_fraction,
+            "max_samples": max_samples,
+            "histogram_bins": histogram_bins,
+            "seed": seed,
+            "name_fixed": name_fixed,
+            "name_moving": name_moving,
+        },
+    )
+    name_fixed, name_moving = str(name_fixed), str(name_moving)
+    sampling_fraction, max_samples = float(sampling_fraction), int(max_samples)
+    histogram_bins, seed = int(histogram_bins), int(seed)
     start = time.perf_counter()
     fixed_itk, moving_itk = _as_float_sitk(fixed), _as_float_sitk(moving)
     names = (name_fixed, name_moving)

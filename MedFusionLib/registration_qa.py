@@ -15,6 +15,7 @@ import SimpleITK as sitk
 from PIL import Image as PILImage
 from PIL import ImageChops, ImageFilter
 
+from .atomic import save_png_atomically
 from .colour import luminance
 from .image import Image
 from .montage import TILE, orthogonal_slices, save_tile_columns
@@ -47,7 +48,11 @@ def _edge_overlay(base: PILImage.Image, edges_of: PILImage.Image) -> PILImage.Im
 def save_registration_qa(
     fixed: Image, moving: Image, transform: sitk.Transform, path: str | Path, *, title: str = ""
 ) -> Path:
-    """Write the QA PNG for ``transform`` (fixed to moving points) and return its path."""
+    """Write the QA PNG for ``transform`` (fixed to moving points) atomically and return its path.
+
+    Raises:
+        InputError: the picture cannot be written (the folder is missing, the disk is full).
+    """
     fixed_gray = luminance(fixed) if fixed.is_rgb else fixed
     moving_gray = luminance(moving) if moving.is_rgb else moving
     moved = resample_to(
@@ -64,4 +69,4 @@ def save_registration_qa(
             [_edge_overlay(f, m) for f, m in zip(fixed_tiles, moved_tiles, strict=True)],
         ),
     ]
-    return save_tile_columns(columns, path, title=title)
+    return save_png_atomically(lambda temporary: save_tile_columns(columns, temporary, title=title), path)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..atomic import replacing
+from ..atomic import StagedOutputs, making_folder
 from ..metrics import list_metrics
 from .figures import save_examples_figure, save_score_chart
 from .published import ComparisonRow
@@ -26,9 +26,9 @@ TABLE5_METRICS = ("EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM")
 SOURCE_PART_COLUMNS = ("VIF_A", "VIF_B", "balance")
 
 
-def _write_text(path: Path, text: str) -> Path:
-    """Write atomically (temporary file in the same folder, then rename)."""
-    with replacing(path) as temporary, open(temporary, "x", encoding="utf-8", newline="") as stream:
+def _write_text(staged: StagedOutputs, path: Path, text: str) -> Path:
+    """Stage ``text`` for ``path`` (renamed into place with the rest of the report)."""
+    with open(staged.stage(path), "x", encoding="utf-8", newline="") as stream:
         stream.write(text)
     return path
 
@@ -138,8 +138,42 @@ def write_report(
     comparisons: Mapping[str, Sequence[ComparisonRow]],
     citations: Mapping[str, str],
 ) -> list[Path]:
-    """Write every output file into ``out_dir``; return their paths."""
-    out = Path(out_dir)
+    """Write every output file into ``out_dir``; return their paths.
+
+    All or nothing: the files are staged under temporary names and renamed into place only
+    when every one of them is written, so a failure (a full disk, a figure that cannot be
+    drawn) leaves no partial report, and no ``out_dir`` this call created.
+
+    Raises:
+        InputError: a file cannot be written (the reason and the file are named).
+    """
+    with making_folder(out_dir) as out, StagedOutputs() as staged:
+        return _write_report_files(
+            results,
+            out,
+            staged,
+            dataset_name=dataset_name,
+            command=command,
+            device=device,
+            threads=threads,
+            comparisons=comparisons,
+            citations=citations,
+        )
+
+
+def _write_report_files(
+    results: Sequence[SetResult],
+    out: Path,
+    staged: StagedOutputs,
+    *,
+    dataset_name: str,
+    command: str,
+    device: str,
+    threads: int,
+    comparisons: Mapping[str, Sequence[ComparisonRow]],
+    citations: Mapping[str, str],
+) -> list[Path]:
+    """The body of :func:`write_report`: every file is staged in ``staged``."""
     written: list[Path] = []
     metric_keys = [key for metric in list_metrics() for key in metric.keys]
     all_keys = [*metric_keys, "balance", "ms_per_pair"]
@@ -155,7 +189,9 @@ def write_report(
         rows = comparisons.get(name, [])
         means = result.means()
         summary += _summary_lines(result, rows)
-        written.append(_write_text(out / f"{dataset_name}_{name}.csv", _csv_text(result, rows, all_keys)))
+        written.append(
+            _write_text(staged, out / f"{dataset_name}_{name}.csv", _csv_text(result, rows, all_keys))
+        )
         table_rows = [(method, values) for method, values in means.items()]
         table_rows += [(r.label, r.values) for r in rows]
         section = [
@@ -176,7 +212,9 @@ def write_report(
         set_sections += section
         written.append(
             _write_text(
-                out / f"{dataset_name}_{name}.md", "\n".join([f"# {dataset_name}: {name}", "", *section])
+                staged,
+                out / f"{dataset_name}_{name}.md",
+                "\n".join([f"# {dataset_name}: {name}", "", *section]),
             )
         )
         figure_examples[f"{name} {result.example_id}"] = [
@@ -187,12 +225,15 @@ def write_report(
         chart_scores[name] = means
         chart_quoted[name] = {r.label: r.values for r in rows}
 
-    examples_png = save_examples_figure(
-        figure_examples, out / f"{dataset_name}_examples.png", title=f"{dataset_name}: first pair of each set"
+    examples_png, scores_png = out / f"{dataset_name}_examples.png", out / f"{dataset_name}_scores.png"
+    save_examples_figure(
+        figure_examples,
+        staged.stage(examples_png, suffix=".png"),
+        title=f"{dataset_name}: first pair of each set",
     )
-    scores_png = save_score_chart(
+    save_score_chart(
         chart_scores,
-        out / f"{dataset_name}_scores.png",
+        staged.stage(scores_png, suffix=".png"),
         metrics=TABLE5_METRICS,
         quoted=chart_quoted,
         title=f"{dataset_name}: mean scores",
@@ -206,7 +247,9 @@ def write_report(
         }
         for r in results
     }
-    written.append(_write_text(out / f"{dataset_name}.json", json.dumps(json_results, indent=1) + "\n"))
+    written.append(
+        _write_text(staged, out / f"{dataset_name}.json", json.dumps(json_results, indent=1) + "\n")
+    )
 
     used_sources = sorted({r.source for rows in comparisons.values() for r in rows if r.kind == "quoted"})
     header = [
@@ -239,5 +282,5 @@ def write_report(
         header += (
             ["## Sources of quoted rows", ""] + [f"- {key}: {citations[key]}" for key in used_sources] + [""]
         )
-    written.insert(0, _write_text(out / f"{dataset_name}.md", "\n".join(header)))
+    written.insert(0, _write_text(staged, out / f"{dataset_name}.md", "\n".join(header)))
     return written

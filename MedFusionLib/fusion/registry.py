@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import ParameterError
@@ -67,9 +68,16 @@ class Parameter:
             ) from None
 
     def validate(self, value: Any, *, method: str) -> Any:
-        """Check type and range; return the value converted to the declared type."""
+        """Check type and range; return the value converted to the declared type.
+
+        Numbers of another numeric type are converted when no information is lost (an ``int``
+        or NumPy number for a float, an integral float for an int); booleans are never numbers.
+        """
         expected = _TYPES[self.type]
+        value = _plain(value)
         if self.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > 1e308:
+                raise ParameterError(f"{method}: parameter {self.name!r} must be finite, got {value!r}")
             value = float(value)
         if self.type == "int" and isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -103,6 +111,11 @@ def _bound(value: float | None) -> str:
     return "inf" if value is None else f"{value:g}"
 
 
+def _plain(value: Any) -> Any:
+    """NumPy scalars (``np.float32(0.5)``, ``np.int64(3)``, ``np.bool_``) as Python ones."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 @dataclass(frozen=True)
 class FusionMethod:
     """A registered fusion method.
@@ -132,10 +145,19 @@ class FusionMethod:
     summary: str = ""
 
     def resolve_parameters(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Defaults overridden by ``given``, validated; unknown names are refused."""
+        """Defaults overridden by ``given``, validated; unknown names are refused.
+
+        Raises:
+            ParameterError: ``given`` is not a mapping, names an unknown parameter, or has a value
+                of the wrong type or out of range.
+        """
+        if given is not None and not isinstance(given, Mapping):
+            raise ParameterError(
+                f"{self.name}: parameters must be a mapping of name to value (a dict), got {type(given).__name__}"
+            )
         given = dict(given or {})
         known = {p.name: p for p in self.parameters}
-        unknown = sorted(set(given) - set(known))
+        unknown = sorted(set(given) - set(known), key=str)
         if unknown:
             names = ", ".join(known) or "none"
             raise ParameterError(f"{self.name}: unknown parameter {unknown[0]!r} (parameters: {names})")
@@ -143,9 +165,13 @@ class FusionMethod:
 
     def parse_parameters(self, assignments: Sequence[str]) -> dict[str, Any]:
         """Parse ``KEY=VALUE`` strings from the command line (not yet range-checked)."""
+        if isinstance(assignments, str) or not isinstance(assignments, Sequence):
+            raise ParameterError(f"{self.name}: expected a list of KEY=VALUE strings, got {assignments!r}")
         known = {p.name: p for p in self.parameters}
         parsed: dict[str, Any] = {}
         for item in assignments:
+            if not isinstance(item, str):
+                raise ParameterError(f"--set expects KEY=VALUE, got {item!r}")
             key, sep, value = item.partition("=")
             key = key.strip()
             if not sep or not key:
@@ -210,6 +236,8 @@ def get_method(name: str) -> FusionMethod:
     """The registered method called ``name``; a clear error for an unknown name."""
     from . import _load_all
 
+    if not isinstance(name, str):
+        raise ParameterError(f"a fusion method is given by its name (a string), got {type(name).__name__}")
     _load_all()
     try:
         return _REGISTRY[name]

@@ -16,16 +16,23 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .ops import resolve_device
+from ..validation import check_callback, check_device, check_fusion_arrays, check_fusion_tensors, check_int
 from .registry import FusionMethod, get_method
 
 DEFAULT_MAX_SLAB_VOXELS = 4_000_000
 
 ProgressCallback = Callable[[int, int], None]
 
+_HALF_TYPES = (torch.float16, torch.bfloat16)  # computed in float32: the methods' tested precision
+
 
 def _method(method: str | FusionMethod) -> FusionMethod:
     return method if isinstance(method, FusionMethod) else get_method(method)
+
+
+def _check_dims(spec: FusionMethod, ndim: int) -> None:
+    if ndim not in spec.dims:
+        raise InputError(f"{spec.name} fuses {' or '.join(f'{d}-D' for d in spec.dims)} images, not {ndim}-D")
 
 
 def fuse_tensors(
@@ -35,21 +42,40 @@ def fuse_tensors(
     method: str | FusionMethod,
     parameters: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
-    """Fuse two same-shaped float tensors with values in ``[0, 1]`` (no slabs).
+    """Fuse two same-shaped floating-point tensors with values in ``[0, 1]`` (no slabs).
 
-    The result is clamped to ``[0, 1]`` and lives on the inputs' device.
+    The inputs must be float16, bfloat16, float32 or float64 tensors on one device, finite,
+    with values in ``[0, 1]``: integer and boolean tensors are refused, not rescaled (divide
+    8-bit data by 255 first; :func:`~MedFusionLib.pipeline.fuse_images` normalises any
+    image). Two floating-point types are promoted to the wider one. float16 and bfloat16 are
+    computed in float32, as are all types for the CNN methods (their weights' type); the
+    result has the inputs' type.
+
+    Returns:
+        The fused tensor, clamped to ``[0, 1]``, on the inputs' device and of their dtype.
+
+    Raises:
+        InputError: see :func:`MedFusionLib.validation.check_fusion_tensors`; a
+            dimensionality the method does not fuse.
+        ParameterError: unknown method, bad ``parameters``.
     """
     spec = _method(method)
-    if a.shape != b.shape:
-        raise InputError(f"images to fuse differ in shape: {tuple(a.shape)} and {tuple(b.shape)}")
-    if a.ndim not in spec.dims:
-        raise InputError(
-            f"{spec.name} fuses {' or '.join(f'{d}-D' for d in spec.dims)} images, not {a.ndim}-D"
-        )
     params = spec.resolve_parameters(parameters)
+    a, b = check_fusion_tensors(a, b)
+    _check_dims(spec, a.ndim)
+    return _fuse_checked(spec, a, b, params)
+
+
+def _fuse_checked(
+    spec: FusionMethod, a: torch.Tensor, b: torch.Tensor, params: dict[str, Any]
+) -> torch.Tensor:
+    """Run the method on inputs that passed the checks; clamp to ``[0, 1]``."""
+    dtype = a.dtype
+    if dtype != torch.float32 and (spec.family == "cnn" or dtype in _HALF_TYPES):
+        a, b = a.float(), b.float()
     with torch.no_grad():
         fused = spec.function(a, b, **params)
-    return fused.clamp_(0.0, 1.0)
+    return fused.clamp_(0.0, 1.0).to(dtype)
 
 
 def slab_bounds(
@@ -78,7 +104,10 @@ def fuse_arrays(
     max_slab_voxels: int = DEFAULT_MAX_SLAB_VOXELS,
     progress: ProgressCallback | None = None,
 ) -> np.ndarray:
-    """Fuse two same-shaped float32 arrays in ``[0, 1]``; returns a new float32 array.
+    """Fuse two same-shaped floating-point arrays in ``[0, 1]``; returns a new float32 array.
+
+    The inputs follow :func:`fuse_tensors`'s rules (floating point, finite, in ``[0, 1]``;
+    integer and boolean arrays are refused) and are fused as float32.
 
     Args:
         a, b: 2-D ``(H, W)`` or 3-D ``(D, H, W)`` arrays on one grid.
@@ -90,11 +119,13 @@ def fuse_arrays(
     """
     spec = _method(method)
     params = spec.resolve_parameters(parameters)
-    dev = resolve_device(device)
+    dev = check_device(device)
+    max_slab_voxels = check_int(max_slab_voxels, name="max_slab_voxels", low=1)
+    check_callback(progress, name="progress")
+    check_fusion_arrays(a, b)
+    _check_dims(spec, a.ndim)
     a = np.ascontiguousarray(a, dtype=np.float32)
     b = np.ascontiguousarray(b, dtype=np.float32)
-    if a.shape != b.shape:
-        raise InputError(f"images to fuse differ in shape: {a.shape} and {b.shape}")
 
     if a.ndim != 3 or spec.halo is None or a.size <= max_slab_voxels:
         bounds = [(0, a.shape[0], 0, a.shape[0])]
@@ -110,7 +141,7 @@ def fuse_arrays(
     for i, (lo, hi, keep_lo, keep_hi) in enumerate(bounds):
         ta = torch.from_numpy(a[lo:hi]).to(dev)
         tb = torch.from_numpy(b[lo:hi]).to(dev)
-        fused = fuse_tensors(ta, tb, method=spec, parameters=params)
+        fused = _fuse_checked(spec, ta, tb, params)
         out[keep_lo:keep_hi] = fused[keep_lo - lo : keep_hi - lo].cpu().numpy()
         del ta, tb, fused
         if progress is not None:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, ParameterError
-from ..fusion.ops import resolve_device
+from ..validation import check_device, check_int, check_names
 from .registry import Metric, get_metric, list_metrics
 
 MODES = ("volume", "slices")
@@ -51,7 +51,16 @@ def balance(part_a: float, part_b: float) -> float:
 
 
 def _as_tensor(values: Any, *, name: str, device: torch.device) -> torch.Tensor:
-    array = np.asarray(values)
+    if isinstance(values, torch.Tensor):
+        if values.is_complex() or values.dtype == torch.bool:
+            raise InputError(f"{name} has {values.dtype} values: grey levels are real numbers")
+        values = values.detach().to("cpu", torch.float64)
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} is not an array of grey levels ({type(values).__name__})") from None
+    if array.dtype.kind not in "iuf":
+        raise InputError(f"{name} has {array.dtype} values: grey levels are real numbers")
     if array.ndim not in (2, 3):
         raise InputError(
             f"{name} must be a 2-D image or a 3-D volume of grey levels, got shape {array.shape}"
@@ -96,6 +105,28 @@ def _score(metric: Metric, batch: Sequence[torch.Tensor]) -> tuple[dict[str, flo
     return values, notes
 
 
+def check_axis(axis: Any, *, ndim: int, name: str = "axis") -> int:
+    """A slicing axis of an ``ndim``-D image (negative counts from the end).
+
+    Raises:
+        ParameterError: not an integer, or out of ``-ndim .. ndim - 1``.
+    """
+    axis = check_int(axis, name=name)
+    if not -ndim <= axis < ndim:
+        raise ParameterError(f"{name} {axis} is out of range for a {ndim}-D image (use {-ndim}..{ndim - 1})")
+    return axis
+
+
+def _chosen_metrics(metrics: Any) -> list[Metric]:
+    if metrics is None:
+        return list_metrics()
+    if isinstance(metrics, str) or not isinstance(metrics, Sequence):
+        raise ParameterError(f"metrics must be a list of metric names, got {metrics!r}")
+    if not metrics:
+        raise ParameterError("metrics names no metric (give None for all of them)")
+    return [get_metric(name) for name in metrics]
+
+
 def compute_metrics(
     a: Any,
     b: Any,
@@ -122,14 +153,17 @@ def compute_metrics(
         A :class:`MetricReport`; with VIF computed it includes ``balance``.
 
     Raises:
-        InputError: shapes differ, wrong dimensionality, NaN or infinite values.
-        ParameterError: unknown metric, mode or axis.
+        InputError: shapes differ, wrong dimensionality, values that are not real numbers
+            (complex, boolean, object), NaN or infinite values.
+        ParameterError: unknown metric, mode, axis or device; ``metrics`` not a list of names.
     """
     start = time.perf_counter()
-    if mode not in MODES:
+    if not isinstance(mode, str) or mode not in MODES:
         raise ParameterError(f"unknown metric mode {mode!r} (use {' or '.join(MODES)})")
-    chosen = list_metrics() if metrics is None else [get_metric(name) for name in metrics]
-    dev = resolve_device(device)
+    chosen = _chosen_metrics(metrics)
+    axis = check_int(axis, name="axis")
+    dev = check_device(device)
+    names = check_names(names, count=3, name="names")
     tensors = [_as_tensor(x, name=n, device=dev) for x, n in zip((a, b, f), names, strict=True)]
     for tensor, name in zip(tensors[1:], names[1:], strict=True):
         if tensor.shape != tensors[0].shape:
@@ -137,8 +171,7 @@ def compute_metrics(
                 f"{name} has shape {tuple(tensor.shape)} but {names[0]} has {tuple(tensors[0].shape)}; "
                 "resample onto one grid first"
             )
-    if not -tensors[0].ndim <= axis < tensors[0].ndim:
-        raise ParameterError(f"slice axis {axis} out of range for a {tensors[0].ndim}-D image")
+    check_axis(axis, ndim=tensors[0].ndim)
     batch = _batched(tensors, mode, axis)
     values: dict[str, float] = {}
     notes: dict[str, str] = {}
