@@ -12,6 +12,9 @@ through a table (linear interpolation between entries by default).
 ``magma``       perceptually uniform black-purple-pink-cream table (BIDS, CC0)
 ``pet_heat``    3D Slicer's ``PET-Heat`` (``vtkMRMLPETProceduralColorNode``), what the
                 clinic sees in Slicer
+``bmy``         Kovesi's CET-L8 linear blue-magenta-yellow table (lightness 10 to 95, large hue
+                change; CC BY 4.0): recommended for colour fusion with CT or MR
+                (:mod:`MedFusionLib.functional_fusion`)
 ``hot``         the classic black-red-yellow-white ``hot`` table (MATLAB, matplotlib)
 ``gray``        the identity ramp
 ==============  ==========================================================================
@@ -47,6 +50,7 @@ DEFAULT_FUNCTIONAL_COLORMAP = "inferno"
 """The perceptual heat table used for PET and SPECT when none is asked for."""
 
 _DATA = Path(__file__).parent / "data" / "colormaps_bids.json"
+_DATA_CET = Path(__file__).parent / "data" / "colormaps_cet.json"
 
 # --- sRGB (IEC 61966-2-1:1999) and CIELAB (CIE 15:2004) --------------------------------
 
@@ -254,6 +258,8 @@ def _tables() -> dict[str, Colormap]:
     ramp = np.linspace(0.0, 1.0, TABLE_SIZE)
     with open(_DATA, encoding="utf-8") as handle:
         bids = json.load(handle)["tables"]
+    with open(_DATA_CET, encoding="utf-8") as handle:
+        cet = json.load(handle)["tables"]
     bids_citation = (
         "N. J. Smith, S. van der Walt, 'inferno' and 'magma' (BIDS colormaps for matplotlib, 2015, "
         "https://bids.github.io/colormap/), CC0 1.0; values as shipped in matplotlib (_cm_listed.py), "
@@ -280,6 +286,16 @@ def _tables() -> dict[str, Colormap]:
             "3D Slicer's PET-Heat: black-dark red-orange-yellow (by entry 87)-white; Slicer's default PET table",
             "3D Slicer, Libs/MRML/Core/vtkMRMLPETProceduralColorNode.cxx (PET-Heat control points, "
             "interpolated in RGB by vtkColorTransferFunction at the entries 0..255), Slicer License (BSD-style)",
+        ),
+        Colormap(
+            "bmy",
+            np.array(cet["bmy"]),
+            "dark blue-magenta-red-orange-yellow, lightness rising linearly from L* 10 to 95 with a large hue "
+            "change; recommended for colour fusion with CT or MR",
+            "P. Kovesi, 'Good colour maps: how to design them', arXiv:1509.03700, 2015; CET-L8 "
+            "(linear_bmy_10_95_c78), CET Perceptually Uniform Colour Maps (https://colorcet.com), CC BY 4.0; "
+            "values as shipped in colorcet 3.1.0, stored in MedFusionLib/data/colormaps_cet.json",
+            perceptual=True,
         ),
         Colormap(
             "hot",

@@ -12,7 +12,7 @@ import importlib
 from .registry import FusionMethod, Parameter, get_method, list_methods, register_method
 from .runner import fuse_arrays, fuse_tensors
 
-_FAMILY_MODULES = ("basic", "pyramid", "wavelet", "edge_preserving", "pcnn", "cnn")
+_FAMILY_MODULES = ("basic", "pyramid", "wavelet", "edge_preserving", "pcnn", "cnn", "functional")
 _loaded = False
 
 
