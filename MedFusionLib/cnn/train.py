@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import write_text
 from ..errors import ParameterError
 from .data import FocusPatches, TrainingVolumes
 from .losses import LossWeights, fusion_loss
@@ -68,7 +69,7 @@ def _save_with_record(
         **results,
         "torch": torch.__version__,
     }
-    out.with_name(out.name + ".json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    write_text(out.with_name(out.name + ".json"), json.dumps(record, indent=2))
     return record
 
 
