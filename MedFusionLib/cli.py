@@ -1,4 +1,4 @@
-"""The ``medfusion`` command: ``methods``, ``fuse``, ``register``, ``metrics``, ``benchmark``, ``train`` and ``demo``.
+"""The ``medfusion`` command: ``methods``, ``colormaps``, ``fuse``, ``register``, ``metrics``, ``benchmark``, ``train`` and ``demo``.
 
 Errors caused by the input print one line on stderr (``medfusion: error: ...``) and exit
 with status 2; no output file is left behind (outputs are written under a temporary name
@@ -30,7 +30,7 @@ from .io import (
     write_transform,
 )
 from .output_guard import check_output_file, check_output_folder, guard_outputs
-from .pipeline import DEFAULT_METHOD, fuse_images
+from .pipeline import COLORMAP_AUTO, DEFAULT_METHOD, check_colormap, fuse_images, plan_fusion
 from .preprocess import INTERPOLATIONS, check_window
 from .signals import Terminated, remove_live_temporaries, termination_raises
 from .validation import check_device, check_fraction, check_int, check_seed, check_threads
@@ -213,16 +213,64 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_colormaps(args: argparse.Namespace) -> int:
+    """Print every colour table: ``{name: 256 x [r, g, b]}`` with ``--json``, a list otherwise."""
+    from .colormaps import colormaps_as_lists, describe_colormap, list_colormaps
+    from .functional_fusion import RECOMMENDED
+
+    if args.json:
+        print(json.dumps(colormaps_as_lists()))
+        return 0
+    for name in list_colormaps():
+        table = describe_colormap(name)
+        pairs = [pair.replace("_", "+") for pair, entry in RECOMMENDED.items() if entry["colormap"] == name]
+        chosen = f" [recommended for {', '.join(pairs)}]" if pairs else ""
+        print(f"{name:10s} {table.summary}{chosen}")
+        print(f"{'':11s}{table.citation}")
+    print(f"{'none':10s} no colour table: gray fusion")
+    return 0
+
+
+def _fuse_method(
+    args: argparse.Namespace, *, colormap: str | None, plan: Any = None
+) -> tuple[Any, dict[str, Any]]:
+    """The method ``fuse`` will use and the ``--set`` values parsed and checked for it.
+
+    Before the files are read (``plan`` None) the method is ``--method`` or the one recommended
+    for the ``--modality-a/-b`` flags, so that a bad ``--set`` fails before any reading; once the
+    files' own modalities are known (DICOM tags, header fields) ``plan`` settles it.
+    """
+    if plan is not None:
+        name, base = plan.method, plan.parameters
+    elif args.method:
+        name, base = args.method, {}
+    else:
+        from .recommended import functional_side, recommended
+
+        colour = colormap is not None and functional_side(args.modality_a, args.modality_b) is not None
+        choice = recommended(args.modality_a, args.modality_b)
+        name, base = (choice.method, choice.parameters) if colour else (DEFAULT_METHOD, {})
+    spec = get_method(name)
+    overrides = spec.parse_parameters(args.set)
+    spec.resolve_parameters({**base, **overrides})
+    return spec, overrides
+
+
 def cmd_fuse(args: argparse.Namespace) -> int:
     out = Path(args.output)
     guard_outputs(inputs=[args.a, args.b], outputs=[out])  # inputs are never overwritten
     check_output_path(out)  # refuse an unusable output before any work
-    spec = get_method(args.method or DEFAULT_METHOD)
-    parameters = spec.resolve_parameters(spec.parse_parameters(args.set))
+    colormap = check_colormap(args.colormap, name="--colormap")
+    spec, overrides = _fuse_method(args, colormap=colormap)
     windows = _check_fuse_options(args)
     a = read_image(args.a, modality=args.modality_a)
     b = read_image(args.b, modality=args.modality_b)
     check_output_path(out, ndim=a.ndim)
+    plan = plan_fusion(
+        a, b, method=args.method, colormap=colormap, name="--colormap", name_a=str(args.a), name_b=str(args.b)
+    )
+    if plan.method != spec.name or plan.parameters:
+        spec, overrides = _fuse_method(args, colormap=colormap, plan=plan)
     registration = None
     if args.register != "none":
         from .registration import register
@@ -233,8 +281,9 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     result = fuse_images(
         a,
         b,
-        method=spec.name,
-        parameters=parameters,
+        method=args.method,
+        parameters=overrides,
+        colormap=colormap,
         device=args.device,
         window_a=windows["window_a"],
         window_b=windows["window_b"],
@@ -250,7 +299,8 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         record["registration"] = None if registration is None else registration.summary()
         print(json.dumps(record, indent=2))
     else:
-        print(f"{out} ({spec.name}, {result.seconds:.2f} s on {result.device})")
+        colour = f"colour table {result.colormap}" if result.colormap else "gray"
+        print(f"{out} ({result.method}, {colour}, {result.seconds:.2f} s on {result.device})")
     return 0
 
 
@@ -502,17 +552,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="print the registry as a Markdown reference")
     p.set_defaults(run=cmd_methods)
 
+    p = sub.add_parser("colormaps", help="list the colour tables for PET and SPECT")
+    p.add_argument("--json", action="store_true", help="print {name: 256 x [r, g, b] in [0, 1]} as JSON")
+    p.set_defaults(run=cmd_colormaps)
+
     p = sub.add_parser("fuse", help="fuse image B into image A's grid")
     p.add_argument("a", metavar="A", help="reference image (output gets its geometry)")
     p.add_argument("b", metavar="B", help="second image, resampled onto A's grid")
     p.add_argument("-o", "--output", required=True, help="output file; its extension picks the format")
-    p.add_argument("--method", help=f"fusion method (default {DEFAULT_METHOD}; see `medfusion methods`)")
+    p.add_argument(
+        "--method",
+        help="fusion method (default: the one recommended for the modality pair, "
+        f"{DEFAULT_METHOD} for unknown or anatomical pairs; see `medfusion methods`)",
+    )
+    p.add_argument(
+        "--colormap",
+        default=COLORMAP_AUTO,
+        help="colour table of the PET or SPECT for colour fusion with a CT or MR (default: the pair's "
+        "recommended table; none: gray output; see `medfusion colormaps`)",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method parameter")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     p.add_argument(
-        "--modality-a", choices=("CT", "MR", "PET", "SPECT"), help="modality of A (picks its window)"
+        "--modality-a",
+        choices=("CT", "MR", "PET", "SPECT"),
+        help="modality of A (picks its window and the recommended fusion; default: DICOM tag or header field)",
     )
-    p.add_argument("--modality-b", choices=("CT", "MR", "PET", "SPECT"), help="modality of B")
+    p.add_argument("--modality-b", choices=("CT", "MR", "PET", "SPECT"), help="modality of B (likewise)")
     p.add_argument(
         "--window-a", help="intensity window of A: preset (brain, subdural, bone, soft_tissue) or L,W"
     )

@@ -236,8 +236,11 @@ def read_image(path: str | os.PathLike[str], *, modality: str | None = None) -> 
             ``.jpg``/``.jpeg`` file, or a directory holding a DICOM series (with several
             series, the one with the most files is read).
         modality: ``"CT"``, ``"MR"``, ``"PET"`` or ``"SPECT"``; when ``None`` it is taken from
-            a DICOM series' Modality tag (CT, MR, PT -> PET, NM -> SPECT) and left unknown
-            for the other formats.
+            a DICOM series' Modality tag (CT, MR, PT -> PET, NM -> SPECT) or from a header
+            field that states it (an NRRD or MetaImage key ``modality``, ``MedFusion.Modality``,
+            ``DICOM.Modality`` or ``0008|0060`` whose value is a modality, a NIfTI ``descrip``
+            of exactly ``modality=PET``; ``metadata["modality_from"]`` names the field), and
+            left unknown otherwise (file names are never guessed from).
 
     Returns:
         The image; its voxels keep the file's data type (rescaled DICOM becomes float32). PNG
@@ -303,7 +306,48 @@ def read_image(path: str | os.PathLike[str], *, modality: str | None = None) -> 
         raise InputError(f"cannot read {path}: {fault}") from None
     except OSError as error:
         raise InputError(f"cannot read {path}: {_os_reason(error)}") from None
-    return _to_image(image, modality, {"source": str(path), "format": fmt})
+    metadata = {"source": str(path), "format": fmt}
+    if modality is None:
+        modality, key = _modality_from_metadata(image)
+        if modality is not None:
+            metadata["modality_from"] = key
+    return _to_image(image, modality, metadata)
+
+
+# Header keys that state a modality (NRRD ``key:=value`` fields, MetaImage fields, NIfTI
+# ``descrip``), matched case-insensitively, and the values they may take.
+_MODALITY_KEYS = ("modality", "medfusion.modality", "dicom.modality", "0008|0060")
+_MODALITY_VALUES = {**_MODALITY_FROM_DICOM, "PET": "PET", "SPECT": "SPECT"}
+
+
+def _modality_from_metadata(image: sitk.Image) -> tuple[str | None, str]:
+    """The modality a file's header states, and the key that states it (``(None, "")`` if none).
+
+    Conservative: a key of :data:`_MODALITY_KEYS` whose whole value is a modality (``CT``,
+    ``MR``, ``PET`` or ``PT``, ``SPECT`` or ``NM``), or a NIfTI ``descrip`` that is exactly
+    ``modality=X`` or ``modality: X``. Free text is never searched and file names never
+    guessed from.
+    """
+    try:
+        keys = image.GetMetaDataKeys()
+    except RuntimeError:
+        return None, ""
+    for key in keys:
+        value = image.GetMetaData(key).strip()
+        if key.strip().lower() in _MODALITY_KEYS:
+            found = _MODALITY_VALUES.get(value.upper())
+        elif key == "descrip":
+            label, sep, rest = value.replace(":", "=", 1).partition("=")
+            found = (
+                _MODALITY_VALUES.get(rest.strip().upper())
+                if sep and label.strip().lower() == "modality"
+                else None
+            )
+        else:
+            continue
+        if found is not None:
+            return found, key
+    return None, ""
 
 
 def _is_directory_input(path: Path) -> bool:

@@ -22,10 +22,15 @@ TILE = 192
 LABEL_HEIGHT = 18
 
 
-def _to_uint8(values: np.ndarray) -> np.ndarray:
-    """Stretch to 0-255 between the 0.5 and 99.5 percentiles (RGB in [0,1] kept as is)."""
+def _to_uint8(values: np.ndarray, *, rgb: bool = False) -> np.ndarray:
+    """Stretch to 0-255 between the 0.5 and 99.5 percentiles (RGB in [0,1] kept as is).
+
+    ``rgb`` says the trailing axis holds colour (a 3-D RGB volume); without it only a 2-D
+    slice with a trailing axis of 3 is taken as RGB.
+    """
     finite = np.nan_to_num(values.astype(np.float32))
-    if finite.ndim == 3 and finite.shape[-1] == 3 and finite.max() <= 1.0 and finite.min() >= 0.0:
+    colour = rgb or (finite.ndim == 3 and finite.shape[-1] == 3)
+    if colour and finite.max() <= 1.0 and finite.min() >= 0.0:
         return (finite * 255 + 0.5).astype(np.uint8)
     lo, hi = np.percentile(finite, (0.5, 99.5))
     if hi <= lo:
@@ -48,7 +53,7 @@ def _tile(plane: np.ndarray, row_spacing: float, col_spacing: float) -> PILImage
 
 def orthogonal_slices(image: Image) -> list[PILImage.Image]:
     """Tiles for an image: one for 2-D, axial/coronal/sagittal mid-slices for 3-D."""
-    values = _to_uint8(image.array)
+    values = _to_uint8(image.array, rgb=image.is_rgb)
     if image.ndim == 2:
         return [_tile(values, image.spacing[1], image.spacing[0])]
     oriented = sitk.DICOMOrient(image.with_array(values).to_sitk(), "LPS")

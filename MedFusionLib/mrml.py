@@ -37,7 +37,7 @@ from . import __version__
 from .errors import InputError, MedFusionError
 from .image import MODALITIES, Image
 from .io import write_transform
-from .pipeline import DEFAULT_METHOD, FusionResult, fuse_images
+from .pipeline import COLORMAP_AUTO, FusionResult, fuse_images, merge_parameters, plan_fusion
 from .registration import TRANSFORM_TYPES, register
 from .validation import check_device
 
@@ -317,6 +317,7 @@ def fuse_volume_nodes(
     parameters: Mapping[str, Any] | None = None,
     registration: str = "rigid",
     device: str = "auto",
+    colormap: str | None = COLORMAP_AUTO,
 ) -> Any:
     """Register (optionally) and fuse two volume nodes; add the result to their scene.
 
@@ -332,14 +333,21 @@ def fuse_volume_nodes(
     Args:
         fixed: the reference volume node (usually anatomical); the output has its grid.
         moving: the volume node fused into it (resampled in world coordinates).
-        method: a registered fusion method; ``None`` uses the engine's default
-            (:data:`MedFusionLib.pipeline.DEFAULT_METHOD`).
+        method: a registered fusion method; ``None`` uses the one recommended for the nodes'
+            modalities (attributes ``MedFusion.Modality`` or ``DICOM.Modality``; see
+            :func:`MedFusionLib.recommended.recommended`), the engine's gray default
+            (:data:`MedFusionLib.pipeline.DEFAULT_METHOD`) when they are unknown.
         parameters: overrides of the method's defaults.
         registration: ``"none"``, ``"rigid"``, ``"affine"`` or ``"bspline"``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        colormap: as :func:`~MedFusionLib.pipeline.fuse_images`: ``"auto"`` colours a gray PET
+            or SPECT fused with a CT or MR through the recommended table, ``"none"`` keeps gray
+            output, a table name picks the table. Recorded in ``MedFusion.Colormap`` (empty
+            for gray).
 
     Returns:
-        The output volume node (scalar; a vector volume when a source is pseudo-colour RGB).
+        The output volume node: scalar for gray output; a ``vtkMRMLVectorVolumeNode`` of 8-bit
+        RGB (shown as colour) for colour fusion or a pseudo-colour source.
 
     Raises:
         InputError: a missing node, nodes in different scenes, an unknown method or
@@ -354,19 +362,19 @@ def fuse_volume_nodes(
     _check_pair(fixed, moving)
     if not isinstance(registration, str) or registration not in REGISTRATIONS:
         raise InputError(f"unknown registration {registration!r} (use {', '.join(REGISTRATIONS)})")
-    method = DEFAULT_METHOD if method is None else method
-    try:
-        from .fusion import get_method
-
-        spec = get_method(method)
-    except MedFusionError as error:
-        raise InputError(str(error)) from None
-    # the rest of the options fail here, before a registration that may take minutes
-    spec.resolve_parameters(parameters)
-    check_device(device)
     fixed_image = image_from_volume_node(fixed)
     moving_image = image_from_volume_node(moving)
     names = {"name_a": fixed.GetName(), "name_b": moving.GetName()}
+    try:
+        from .fusion import get_method
+
+        plan = plan_fusion(fixed_image, moving_image, method=method, colormap=colormap, **names)
+        spec = get_method(plan.method)
+    except MedFusionError as error:
+        raise InputError(str(error)) from None
+    # the rest of the options fail here, before a registration that may take minutes
+    spec.resolve_parameters(merge_parameters(plan.parameters, parameters))
+    check_device(device)
     transform = None
     if registration != "none":
         transform = register(
@@ -383,6 +391,7 @@ def fuse_volume_nodes(
         parameters=parameters,
         device=device,
         transform=transform,
+        colormap=colormap,
         **names,
     )
     return add_fusion_result_nodes(result, fixed, moving, registration=registration, transform=transform)
@@ -434,6 +443,7 @@ def add_fusion_result_nodes(
         "MedFusion.MovingNodeID": moving.GetID(),
         "MedFusion.Version": __version__,
         "MedFusion.Device": result.device,
+        "MedFusion.Colormap": result.colormap or "",
     }
     output = volume_node_from_image(
         image,
