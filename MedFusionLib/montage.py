@@ -51,8 +51,12 @@ def _tile(plane: np.ndarray, row_spacing: float, col_spacing: float) -> PILImage
     return canvas
 
 
-def orthogonal_slices(image: Image) -> list[PILImage.Image]:
-    """Tiles for an image: one for 2-D, axial/coronal/sagittal mid-slices for 3-D."""
+def orthogonal_slices(image: Image, *, centre: Sequence[float] | None = None) -> list[PILImage.Image]:
+    """Tiles for an image: one for 2-D, axial/coronal/sagittal slices for 3-D.
+
+    The three slices cross at ``centre`` (a physical LPS point, e.g. a tumour's centre; clamped
+    into the volume) or, without it, at the volume's middle.
+    """
     values = _to_uint8(image.array, rgb=image.is_rgb)
     if image.ndim == 2:
         return [_tile(values, image.spacing[1], image.spacing[0])]
@@ -60,20 +64,31 @@ def orthogonal_slices(image: Image) -> list[PILImage.Image]:
     volume = sitk.GetArrayFromImage(oriented)  # (z: I->S, y: A->P, x: R->L)
     sx, sy, sz = oriented.GetSpacing()
     nz, ny, nx = volume.shape[:3]
-    axial = volume[nz // 2]
-    coronal = volume[:, ny // 2][::-1]
-    sagittal = volume[:, :, nx // 2][::-1]
+    if centre is None:
+        kx, ky, kz = nx // 2, ny // 2, nz // 2
+    else:
+        index = oriented.TransformPhysicalPointToContinuousIndex([float(c) for c in centre])
+        kx, ky, kz = (min(max(round(i), 0), n - 1) for i, n in zip(index, (nx, ny, nz), strict=True))
+    axial = volume[kz]
+    coronal = volume[:, ky][::-1]
+    sagittal = volume[:, :, kx][::-1]
     return [_tile(axial, sy, sx), _tile(coronal, sz, sx), _tile(sagittal, sz, sy)]
 
 
-def save_montage(columns: Sequence[tuple[str, Image]], path: str | Path, *, title: str = "") -> Path:
+def save_montage(
+    columns: Sequence[tuple[str, Image]],
+    path: str | Path,
+    *,
+    title: str = "",
+    centre: Sequence[float] | None = None,
+) -> Path:
     """Write a PNG with one labelled column per ``(label, image)``; returns the path.
 
-    Each column shows the image's axial, coronal and sagittal mid-slices from top to bottom
-    (one slice for 2-D images).
+    Each column shows the image's axial, coronal and sagittal slices from top to bottom, through
+    ``centre`` (a physical point) or the middle (one slice for 2-D images).
     """
     return save_tile_columns(
-        [(label, orthogonal_slices(image)) for label, image in columns], path, title=title
+        [(label, orthogonal_slices(image, centre=centre)) for label, image in columns], path, title=title
     )
 
 

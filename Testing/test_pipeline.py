@@ -9,7 +9,7 @@ import pytest
 from helpers import harvard_path, mni_path
 
 from MedFusionLib.colour import rgb_to_ycbcr
-from MedFusionLib.demo import run_demo
+from MedFusionLib.demo import SAMPLE_DATA, run_demo
 from MedFusionLib.errors import GeometryError, InputError, ParameterError
 from MedFusionLib.image import Image
 from MedFusionLib.io import read_image
@@ -91,10 +91,17 @@ def test_unknown_parameter_is_refused_before_reading_pixels() -> None:
 def test_demo_writes_volumes_and_montage(tmp_path: Path) -> None:
     lines: list[str] = []
     paths = run_demo(tmp_path, methods=("average",), device="cpu", report=lines.append)
-    volumes = [p for p in paths if p.name.endswith(".nii.gz")]
+    volumes = {p.name: p for p in paths if p.name.endswith(".nii.gz")}
     montages = [p for p in paths if p.suffix == ".png"]
-    assert len(volumes) == 2 and len(montages) == 2
+    # the patient's two pairs with the recommended colour fusion and two gray methods, the
+    # templates' two pairs with the one method asked for
+    assert len(volumes) == 2 * 3 + 2 and len(montages) == 4
     assert all(p.stat().st_size > 1000 for p in paths)
     assert any("montage" in line for line in lines)
-    fused = read_image(volumes[0])
-    assert fused.size == (91, 109, 91) and 0.0 <= fused.array.min() and fused.array.max() <= 1.0
+    ct = read_image(SAMPLE_DATA / "sts019_CT.nii.gz")
+    colour = read_image(volumes["STS019_CT_PET_recommended.nii.gz"])
+    assert colour.is_rgb and colour.same_grid(ct)
+    assert 0.0 <= colour.array.min() and colour.array.max() <= 1.0
+    assert not read_image(volumes["STS019_CT_PET_maximum.nii.gz"]).is_rgb
+    template = read_image(volumes["MR_PET_average.nii.gz"])
+    assert template.size == (91, 109, 91) and 0.0 <= template.array.min() and template.array.max() <= 1.0
