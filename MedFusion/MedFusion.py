@@ -13,12 +13,12 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Annotated
+from typing import Annotated, Union
 
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
@@ -33,6 +33,11 @@ from slicer.util import VTKObservationMixin
 REGISTRATIONS = ("none", "rigid", "affine", "bspline")
 FOREGROUND_LUTS = ("PET-Heat", "PET-Rainbow2", "Grey")
 DEFAULT_METRICS = ("EN", "SD", "MI", "SSIM", "VIF", "Qabf")
+MODALITIES = ("auto", "CT", "MR", "PET", "SPECT")
+RECOMMENDED_METHOD = ""  # the method selector's "recommended for the pair" (method None in the engine)
+COLORMAP_AUTO = "auto"
+COLORMAP_NONE = "none"
+READOUT_NAMES = {"conspicuity_kept": "Conspicuity kept", "anatomy_kept": "Anatomy kept"}
 REQUIRED_MODULES = {
     "torch": "torch",
     "SimpleITK": "SimpleITK",
@@ -141,8 +146,14 @@ class MedFusionParameterNode:
     """The module's state, saved with the scene.
 
     fixedVolume, movingVolume: the two inputs (the output has the fixed volume's grid).
+    fixedModality, movingModality: auto (the volume's MedFusion.Modality or DICOM.Modality
+        attribute), CT, MR, PET or SPECT; they pick the recommended fusion.
+    lesion: optional segmentation (its first segment) or label map of the lesion; when set, the
+        readout shows conspicuity kept and anatomy kept.
     registration: none, rigid, affine or bspline.
-    method: a MedFusionLib fusion method name; methodParameters: its parameters (JSON object).
+    method: a MedFusionLib fusion method name, or empty for the fusion recommended for the
+        modality pair; methodParameters: its parameters (JSON object).
+    colormap: auto (the recommended colour table), a MedFusionLib table name, or none (gray).
     device: auto, cuda, mps or cpu.
     outputVolume: the fused volume (created on Apply when empty).
     showForeground, foregroundLut, opacity: how the moving volume is shown over the result.
@@ -150,9 +161,13 @@ class MedFusionParameterNode:
 
     fixedVolume: vtkMRMLScalarVolumeNode
     movingVolume: vtkMRMLScalarVolumeNode
+    fixedModality: Annotated[str, Choice(list(MODALITIES))] = "auto"
+    movingModality: Annotated[str, Choice(list(MODALITIES))] = "auto"
+    lesion: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]  # noqa: UP007 - the wrapper reads typing.Union
     registration: Annotated[str, Choice(list(REGISTRATIONS))] = "rigid"
-    method: str = ""
+    method: str = RECOMMENDED_METHOD
     methodParameters: str = "{}"
+    colormap: str = COLORMAP_AUTO
     device: str = "auto"
     outputVolume: vtkMRMLScalarVolumeNode
     showForeground: bool = True
@@ -203,10 +218,12 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethodChanged)
+        self.ui.colormapComboBox.connect("currentIndexChanged(int)", self.onColormapChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
         self.ui.resetParametersButton.connect("clicked(bool)", self.onResetParameters)
 
         self._methods = {}
+        self._fillColormaps()
         self._fillMethods()
         self._fillDevices()
         self.initializeParameterNode()
@@ -242,15 +259,15 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(self.logic.getParameterNode())
         node = self._parameterNode
         if not node.fixedVolume or not node.movingVolume:
-            volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+            volumes = [
+                v
+                for v in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+                if not v.IsA("vtkMRMLLabelMapVolumeNode")
+            ]
             if not node.fixedVolume and volumes:
                 node.fixedVolume = volumes[0]
             if not node.movingVolume and len(volumes) > 1:
                 node.movingVolume = next(v for v in volumes if v != node.fixedVolume)
-        if not node.method and self._methods:
-            from MedFusionLib.pipeline import DEFAULT_METHOD
-
-            node.method = DEFAULT_METHOD
 
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
@@ -288,25 +305,47 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         combo = self.ui.methodComboBox
         wasBlocked = combo.blockSignals(True)
         combo.clear()
+        combo.addItem(_("recommended for the pair"), RECOMMENDED_METHOD)
+        combo.setItemData(0, MedFusionLogic.recommendationText(), qt.Qt.ToolTipRole)
         for method in self._methods.values():
             combo.addItem(method.name, method.name)
             combo.setItemData(combo.count - 1, f"{method.summary}\n\n{method.citation}", qt.Qt.ToolTipRole)
         combo.blockSignals(wasBlocked)
 
+    def _fillColormaps(self) -> None:
+        """The colour table combo box: auto (recommended), every MedFusionLib table, none (gray)."""
+        combo = self.ui.colormapComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        for label, value, toolTip in MedFusionLogic.colormapChoices():
+            combo.addItem(label, value)
+            combo.setItemData(combo.count - 1, toolTip, qt.Qt.ToolTipRole)
+        combo.blockSignals(wasBlocked)
+
+    def onColormapChanged(self, index: int) -> None:
+        value = self.ui.colormapComboBox.itemData(index)
+        if value and self._parameterNode and value != self._parameterNode.colormap:
+            self._parameterNode.colormap = value
+
     def _updateMethodFromParameterNode(self) -> None:
         node = self._parameterNode
         index = self.ui.methodComboBox.findData(node.method)
+        if index < 0 and not node.method and self.ui.methodComboBox.count:
+            index = 0  # "recommended for the pair"
         if index >= 0 and index != self.ui.methodComboBox.currentIndex:
             self.ui.methodComboBox.currentIndex = index
         self._buildParameterForm(node.method)
+        colormapIndex = self.ui.colormapComboBox.findData(node.colormap or COLORMAP_AUTO)
+        if colormapIndex >= 0 and colormapIndex != self.ui.colormapComboBox.currentIndex:
+            self.ui.colormapComboBox.currentIndex = colormapIndex
         deviceIndex = self.ui.deviceComboBox.findData(node.device)
         if deviceIndex >= 0:
             self.ui.deviceComboBox.currentIndex = deviceIndex
 
     def onMethodChanged(self, index: int) -> None:
-        name = self.ui.methodComboBox.itemData(index)
-        if not name or not self._parameterNode:
+        if index < 0 or not self._parameterNode:
             return
+        name = self.ui.methodComboBox.itemData(index) or RECOMMENDED_METHOD
         if name != self._parameterNode.method:
             self._parameterNode.methodParameters = "{}"
             self._parameterNode.method = name
@@ -327,6 +366,10 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if item.widget():
                 item.widget().deleteLater()
         self._parameterWidgets = {}
+        if not methodName:
+            self.ui.methodDescriptionLabel.text = MedFusionLogic.recommendationText()
+            layout.addRow(qt.QLabel(_("The recommended parameters are used.")))
+            return
         method = self._methods.get(methodName)
         if method is None:
             self.ui.methodDescriptionLabel.text = ""
@@ -467,10 +510,6 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._fillDevices()
             self._fillMethods()
             if self._parameterNode is not None:
-                if not self._parameterNode.method:
-                    from MedFusionLib.pipeline import DEFAULT_METHOD
-
-                    self._parameterNode.method = DEFAULT_METHOD
                 self._updateMethodFromParameterNode()
         self.ui.statusLabel.text = (
             "" if not still else _("Still missing: {names}").format(names=", ".join(still))
@@ -490,17 +529,21 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._jobContext = self.logic.startJob(
                 node.fixedVolume,
                 node.movingVolume,
-                method=node.method,
+                method=node.method or None,
                 parameters=self._storedParameters(),
                 registration=node.registration,
                 device=node.device,
                 metrics=DEFAULT_METRICS,
+                colormap=node.colormap or COLORMAP_AUTO,
+                lesion=node.lesion,
+                modalityFixed=None if node.fixedModality == "auto" else node.fixedModality,
+                modalityMoving=None if node.movingModality == "auto" else node.movingModality,
             )
             self._job = self._jobContext["job"]
             self.ui.progressBar.visible = True
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = _("Started: {method}, registration {registration}.").format(
-                method=node.method, registration=node.registration
+                method=node.method or _("the recommended fusion"), registration=node.registration
             )
             self.ui.metricsTable.setRowCount(0)
             self._checkCanApply()
@@ -536,9 +579,10 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         output = self.logic.loadJobResult(context, outputVolume=node.outputVolume)
         node.outputVolume = output
+        colourFusion = bool(result.get("colormap"))  # the PET is already in the colours: no overlay
         self.logic.show(
             output,
-            foreground=node.movingVolume if node.showForeground else None,
+            foreground=node.movingVolume if node.showForeground and not colourFusion else None,
             opacity=node.opacity,
             foregroundLut=node.foregroundLut,
         )
@@ -546,6 +590,11 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         registration = result.get("registration") or {}
         text = _("Done: {method} in {seconds:.1f} s on {device}.").format(
             method=result["method"], seconds=float(result["seconds"]), device=result["device"]
+        )
+        text += " " + (
+            _("Colour table {colormap}.").format(colormap=result["colormap"])
+            if result.get("colormap")
+            else _("Gray output.")
         )
         if registration:
             text += " " + _("Registration {type} in {seconds:.1f} s.").format(
@@ -557,16 +606,16 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.value = 100
 
     def _fillMetrics(self, result: dict) -> None:
-        metrics = result.get("metrics") or {}
-        shown = [name for name in DEFAULT_METRICS if name in metrics] + (
-            ["balance"] if "balance" in metrics else []
-        )
+        rows = MedFusionLogic.readoutRows(result)
         table = self.ui.metricsTable
-        table.setRowCount(len(shown))
-        for row, name in enumerate(shown):
-            value = metrics[name]
-            table.setItem(row, 0, qt.QTableWidgetItem(name))
-            table.setItem(row, 1, qt.QTableWidgetItem("n/a" if value is None else f"{value:.4g}"))
+        table.setRowCount(len(rows))
+        for row, (name, value, toolTip) in enumerate(rows):
+            nameItem, valueItem = qt.QTableWidgetItem(name), qt.QTableWidgetItem(value)
+            if toolTip:
+                nameItem.setToolTip(toolTip)
+                valueItem.setToolTip(toolTip)
+            table.setItem(row, 0, nameItem)
+            table.setItem(row, 1, valueItem)
 
     def onCancelButton(self) -> None:
         if self._job is None:
@@ -616,24 +665,121 @@ class MedFusionLogic(ScriptedLoadableModuleLogic):
                 missing.append(module)
         return missing
 
+    @staticmethod
+    def colormapChoices() -> list:
+        """The colour table selector's entries: (label, parameter value, tooltip), the default first."""
+        choices = [
+            (
+                _("auto (recommended)"),
+                COLORMAP_AUTO,
+                _(
+                    "The table recommended for the pair when one volume is PET or SPECT and the other CT or MR; gray otherwise."
+                ),
+            )
+        ]
+        try:
+            from MedFusionLib.colormaps import describe_colormap, list_colormaps
+        except ImportError:  # the engine's dependencies are not installed yet
+            names = []
+        else:
+            names = list_colormaps()
+        for name in names:
+            choices.append((name, name, describe_colormap(name).summary))
+        choices.append((_("none (gray)"), COLORMAP_NONE, _("Gray fusion, whatever the modalities.")))
+        return choices
+
+    @staticmethod
+    def recommendationText() -> str:
+        """What "recommended for the pair" fuses with, for the method selector."""
+        try:
+            from MedFusionLib.recommended import GRAY_METHOD, recommended
+        except ImportError:
+            return _("The fusion recommended for the modality pair.")
+        lines = [_("The fusion recommended for the modality pair (set the modalities under Inputs):")]
+        for anatomical in ("CT", "MR"):
+            choice = recommended(anatomical, "PET")
+            lines.append(
+                _("{anatomical} + PET or SPECT: {method}, colour table {colormap}").format(
+                    anatomical=anatomical, method=choice.method, colormap=choice.colormap
+                )
+            )
+        lines.append(_("other pairs: {method}, gray").format(method=GRAY_METHOD))
+        return "\n".join(lines)
+
+    @staticmethod
+    def readoutRows(result: dict) -> list:
+        """The quality readout of a finished job: (name, value text, tooltip) rows.
+
+        The grey-level metrics, then, when a lesion was given, conspicuity kept and anatomy kept
+        (or why they could not be computed).
+        """
+        metrics = result.get("metrics") or {}
+        rows = []
+        for name in [*DEFAULT_METRICS, "balance"]:
+            if name in metrics:
+                value = metrics[name]
+                rows.append((name, "n/a" if value is None else f"{value:.4g}", ""))
+        clinical = result.get("clinical")
+        if clinical:
+            if clinical.get("error"):
+                rows.append((_("Lesion readout"), _("n/a"), clinical["error"]))
+            else:
+                notes = clinical.get("notes") or {}
+                for key, name in READOUT_NAMES.items():
+                    value = clinical.get(key)
+                    text = _("n/a") if value is None else f"{value:.2f}"
+                    toolTip = notes.get(key) or _(
+                        "1.0: as in the PET alone (conspicuity) or the CT/MR alone (anatomy); "
+                        "{voxels} lesion voxels, colour table {colormap}."
+                    ).format(
+                        voxels=clinical.get("lesion_voxels"), colormap=clinical.get("colormap") or "none"
+                    )
+                    rows.append((name, text, toolTip))
+        return rows
+
     def process(
-        self, fixed, moving, *, method=None, parameters=None, registration="rigid", device="auto", show=True
+        self,
+        fixed,
+        moving,
+        *,
+        method=None,
+        parameters=None,
+        registration="rigid",
+        device="auto",
+        colormap=COLORMAP_AUTO,
+        show=True,
     ):
         """Register and fuse two volume nodes now (blocks); returns the fused volume node.
 
         The inputs are not modified. The registration transform becomes a separate transform
-        node; the output records method, parameters and registration in its attributes.
+        node; the output records method, parameters, colour table and registration in its
+        attributes. ``method=None`` and ``colormap="auto"`` fuse as recommended for the pair.
         """
         from MedFusionLib import mrml
 
         if not fixed or not moving:
             raise ValueError("fixed and moving volumes are required")
         output = mrml.fuse_volume_nodes(
-            fixed, moving, method=method, parameters=parameters, registration=registration, device=device
+            fixed,
+            moving,
+            method=method,
+            parameters=parameters,
+            registration=registration,
+            device=device,
+            colormap=colormap,
         )
         if show:
             self.show(output, foreground=None)
         return output
+
+    @staticmethod
+    def readout(fixed, moving, fused, lesion, *, modalityFixed=None, modalityMoving=None) -> dict:
+        """Conspicuity kept and anatomy kept of ``fused`` for a lesion segmentation or label map (blocks)."""
+        from MedFusionLib import mrml
+
+        return mrml.clinical_readout(
+            fixed, moving, fused, lesion, modality_fixed=modalityFixed, modality_moving=modalityMoving
+        )
 
     @staticmethod
     def show(fused, *, foreground=None, opacity=0.5, foregroundLut="PET-Heat"):
@@ -653,8 +799,27 @@ class MedFusionLogic(ScriptedLoadableModuleLogic):
         """Slicer's own interpreter for background work (``PythonSlicer``)."""
         return shutil.which("PythonSlicer") or sys.executable
 
-    def startJob(self, fixed, moving, *, method, parameters, registration, device, metrics=DEFAULT_METRICS):
+    def startJob(
+        self,
+        fixed,
+        moving,
+        *,
+        method,
+        parameters,
+        registration,
+        device,
+        metrics=DEFAULT_METRICS,
+        colormap=COLORMAP_AUTO,
+        lesion=None,
+        modalityFixed=None,
+        modalityMoving=None,
+    ):
         """Copy both volumes, write them to a temporary folder and start the background process.
+
+        ``method=None`` and ``colormap="auto"`` fuse as recommended for the modality pair
+        (``modalityFixed``/``modalityMoving``, else the volumes' modality attributes). With a
+        ``lesion`` (segmentation: its first segment, exported on the fixed grid; or a label
+        map), the job also computes conspicuity kept and anatomy kept.
 
         Only the copy of the voxels happens on the calling (GUI) thread: measured with
         slicer-core on a 2-core machine, 0.03-0.08 s for a 512x512x300 int16 CT. Writing the
@@ -676,10 +841,14 @@ class MedFusionLogic(ScriptedLoadableModuleLogic):
         movingPath = os.path.join(workdir, "moving.nrrd")
         fixedImage = mrml.image_from_volume_node(fixed)  # copies: the scene may change meanwhile
         movingImage = mrml.image_from_volume_node(moving)
+        lesionImage = mrml.lesion_image_from_node(lesion, fixed) if lesion else None
+        lesionPath = os.path.join(workdir, "lesion.nrrd")
 
         def writeInputs() -> None:
             write_image(fixedImage, fixedPath, compress=False)
             write_image(movingImage, movingPath, compress=False)
+            if lesionImage is not None:
+                write_image(lesionImage, lesionPath, compress=False)
 
         job = {
             "fixed": fixedPath,
@@ -688,9 +857,14 @@ class MedFusionLogic(ScriptedLoadableModuleLogic):
             "registration": registration,
             "method": method or None,
             "parameters": parameters or {},
+            "colormap": colormap or COLORMAP_AUTO,
             "device": device or "auto",
             "metrics": list(metrics) if metrics else None,
+            "modality_fixed": modalityFixed or fixedImage.modality,
+            "modality_moving": modalityMoving or movingImage.modality,
         }
+        if lesionImage is not None:
+            job["lesion"] = lesionPath
         if registration != "none":
             job["transform"] = os.path.join(workdir, "transform.h5")
         runner = BackgroundJob(self.pythonExecutable())
@@ -716,6 +890,7 @@ class MedFusionLogic(ScriptedLoadableModuleLogic):
             device=result["device"],
             seconds=float(result["seconds"]),
             colour_source=result.get("colour_source"),
+            colormap=result.get("colormap"),
         )
         return mrml.add_fusion_result_nodes(
             fusion,

@@ -26,11 +26,21 @@ Job keys (JSON):
     output: fused image path (its extension picks the format).
     transform: optional ``.tfm``/``.txt``/``.h5`` path for the registration transform.
     registration: ``"none"`` (default), ``"rigid"``, ``"affine"`` or ``"bspline"``.
-    method, parameters, device: as :func:`MedFusionLib.pipeline.fuse_images`.
+    method, parameters, device: as :func:`MedFusionLib.pipeline.fuse_images`; a missing or
+        null ``method`` means the fusion recommended for the modality pair (method, colour
+        table and parameters of :func:`MedFusionLib.recommended.recommended`; ``parameters``
+        then override the recommended ones).
+    colormap: ``"auto"`` (default), ``"none"`` (or null) for gray output, or a colour table
+        name of :mod:`MedFusionLib.colormaps` (see :func:`MedFusionLib.pipeline.fuse_images`).
+        The result summary's ``colormap`` names the table used (null for gray output).
     window_fixed, window_moving: preset name or ``[level, width]``.
     modality_fixed, modality_moving: ``"CT"``, ``"MR"``, ``"PET"`` or ``"SPECT"``.
     interpolation: ``"linear"`` (default), ``"nearest"`` or ``"bspline"``.
     metrics: optional list of metric names (see ``medfusion metrics``) scored on the result.
+    lesion: optional path of a lesion mask (nonzero inside, any grid overlapping the fixed
+        image); the ``scoring`` stage then adds the result summary's ``clinical`` readout,
+        conspicuity kept and anatomy kept (:func:`MedFusionLib.readout.clinical_readout`), or
+        ``{"error": "..."}`` when they cannot be computed (unknown modalities, for example).
 """
 
 from __future__ import annotations
@@ -70,6 +80,8 @@ JOB_KEYS = frozenset(
         "modality_moving",
         "interpolation",
         "metrics",
+        "colormap",
+        "lesion",
     }
 )
 DEFAULT_METRICS = ("EN", "SD", "MI", "SSIM", "VIF", "Qabf")
@@ -117,6 +129,14 @@ def check_job(job: Mapping[str, Any]) -> None:
             raise ParameterError("a transform path was given but registration is 'none'")
     if job.get("parameters") is not None and not isinstance(job["parameters"], Mapping):
         raise ParameterError(f"job parameters must be an object, got {job['parameters']!r}")
+    if job.get("method") is not None and not isinstance(job["method"], str):
+        raise ParameterError(f"job method must be a method name or null, got {job['method']!r}")
+    if "colormap" in job:
+        from .pipeline import check_colormap
+
+        check_colormap(job["colormap"], name="job colormap")
+    if job.get("lesion") is not None and not isinstance(job["lesion"], str):
+        raise ParameterError(f"job lesion must be a file path, got {job['lesion']!r}")
 
 
 def _write_transform(transform: Any, path: Path) -> None:
@@ -133,12 +153,14 @@ def run_job(job: Mapping[str, Any], emit: Emit) -> dict[str, Any]:
     """
     from .fusion import get_method
     from .io import check_output_path, read_image, write_image
-    from .pipeline import DEFAULT_METHOD, fuse_images
+    from .pipeline import COLORMAP_AUTO, fuse_images, merge_parameters, plan_fusion
 
     check_job(job)
     registration_type = job.get("registration") or "none"
-    spec = get_method(job.get("method") or DEFAULT_METHOD)
-    parameters = spec.resolve_parameters(job.get("parameters"))
+    method = job.get("method") or None
+    colormap = job.get("colormap", COLORMAP_AUTO)
+    if method is not None:  # a bad method or parameter fails before reading anything
+        get_method(method).resolve_parameters(job.get("parameters"))
     fixed_path, moving_path = str(job["fixed"]), str(job["moving"])
     output = Path(job["output"])
     transform_path = Path(job["transform"]) if job.get("transform") else None
@@ -151,6 +173,20 @@ def run_job(job: Mapping[str, Any], emit: Emit) -> dict[str, Any]:
     emit("reading", 0.05, f"reading {moving_path}")
     moving = read_image(moving_path, modality=job.get("modality_moving"))
     check_output_path(output, ndim=fixed.ndim)
+    lesion = read_image(str(job["lesion"])) if job.get("lesion") else None
+    # the recommended method and table depend on the modalities: known once the images are read,
+    # and checked here, before a registration that may take minutes
+    plan = plan_fusion(
+        fixed,
+        moving,
+        method=method,
+        colormap=colormap,
+        name="job colormap",
+        name_a=fixed_path,
+        name_b=moving_path,
+    )
+    spec = get_method(plan.method)
+    spec.resolve_parameters(merge_parameters(plan.parameters, job.get("parameters")))
 
     registration = None
     if registering:
@@ -170,12 +206,16 @@ def run_job(job: Mapping[str, Any], emit: Emit) -> dict[str, Any]:
     def progress(done: int, total: int) -> None:
         emit("fusing", fuse_start + (fuse_end - fuse_start) * done / max(total, 1), f"slab {done} of {total}")
 
-    emit("fusing", fuse_start, f"fusing with {spec.name}")
+    how = f"{spec.name}" + (f", colour table {plan.colormap}" if plan.colormap else "")
+    emit(
+        "fusing", fuse_start, f"fusing with {how}" + (" (recommended for the pair)" if method is None else "")
+    )
     result = fuse_images(
         fixed,
         moving,
-        method=spec.name,
-        parameters=parameters,
+        method=method,
+        parameters=job.get("parameters"),
+        colormap=colormap,
         device=device,
         window_a=_window(job.get("window_fixed")),
         window_b=_window(job.get("window_moving")),
@@ -201,11 +241,16 @@ def run_job(job: Mapping[str, Any], emit: Emit) -> dict[str, Any]:
             "transform": str(transform_path) if written and transform_path in written else None,
             **result.summary(),
             "registration": None if registration is None else registration.summary(),
+            "recommended": method is None,
             "metrics": None,
+            "clinical": None,
         }
         if job.get("metrics"):
             emit("scoring", 0.9, "computing quality metrics")
             summary["metrics"] = _score(job, fixed, moving, result.image, registration, device)
+        if lesion is not None:
+            emit("scoring", 0.95, "computing the lesion readout (conspicuity kept, anatomy kept)")
+            summary["clinical"] = _clinical(fixed, moving, result, lesion, registration)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -234,6 +279,24 @@ def _score(
     )
     report = compute_metrics(*grey, metrics=names, device=device, names=("fixed", "moving", "fused"))
     return report.to_json()
+
+
+def _clinical(fixed: Any, moving: Any, result: Any, lesion: Any, registration: Any) -> dict[str, Any]:
+    """The lesion readout, or ``{"error": reason}``: a readout that cannot be made never fails the fusion."""
+    from .errors import MedFusionError
+    from .readout import clinical_readout
+
+    try:
+        return clinical_readout(
+            fixed,
+            moving,
+            result.image,
+            lesion,
+            colormap=result.colormap,
+            transform=None if registration is None else registration.transform,
+        )
+    except MedFusionError as error:
+        return {"error": _one_line(error)}
 
 
 def _one_line(error: BaseException) -> str:

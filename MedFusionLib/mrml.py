@@ -177,7 +177,8 @@ def volume_node_from_image(
 
     A gray image becomes a ``vtkMRMLScalarVolumeNode`` shown with the Grey colour table (when
     the scene has it) and automatic window/level; an RGB image becomes a
-    ``vtkMRMLVectorVolumeNode`` with a vector display node. A 2-D image becomes a
+    ``vtkMRMLVectorVolumeNode`` with a vector display node (8-bit RGB at window 255, level 127.5,
+    so that the slice views show its own colours). A 2-D image becomes a
     single-slice volume (an axial slice at S = 0). Voxel types are kept as they are.
 
     Args:
@@ -208,6 +209,8 @@ def volume_node_from_image(
     _set_ijk_to_ras(node, _ras_matrix_of(image))
     if node.GetDisplayNode() is None:
         _add_display_node(node, scene, rgb=image.is_rgb)
+    else:
+        _show_rgb_as_stored(node)
     for key, value in (attributes or {}).items():
         node.SetAttribute(key, str(value))
     if image.modality and not (attributes and "MedFusion.Modality" in attributes):
@@ -215,14 +218,38 @@ def volume_node_from_image(
     return node
 
 
+def _show_rgb_as_stored(node: Any) -> None:
+    """Show an 8-bit RGB vector volume with its own colours.
+
+    A vector volume display node applies its window/level to every component, and its automatic
+    window (the voxels' range) brightens the colours and shifts their balance (a volume whose
+    brightest component is 199 is shown with 199 as 255). Window 255 at level 127.5 maps each
+    8-bit component to itself.
+    """
+    display = node.GetDisplayNode()
+    if display is None or not display.IsA("vtkMRMLVectorVolumeDisplayNode"):
+        return
+    image = node.GetImageData()
+    if (
+        image is None
+        or image.GetNumberOfScalarComponents() != 3
+        or image.GetScalarType() != vtk.VTK_UNSIGNED_CHAR
+    ):
+        return
+    display.AutoWindowLevelOff()
+    display.SetWindowLevel(255.0, 127.5)
+
+
 def _add_display_node(node: Any, scene: Any, *, rgb: bool) -> None:
     if rgb:
         display = scene.AddNewNodeByClass("vtkMRMLVectorVolumeDisplayNode")
-    else:
-        display = scene.AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")
-        if scene.GetNodeByID(GREY_COLOUR_NODE_ID) is not None:
-            display.SetAndObserveColorNodeID(GREY_COLOUR_NODE_ID)
-        display.AutoWindowLevelOn()
+        node.SetAndObserveDisplayNodeID(display.GetID())
+        _show_rgb_as_stored(node)
+        return
+    display = scene.AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")
+    if scene.GetNodeByID(GREY_COLOUR_NODE_ID) is not None:
+        display.SetAndObserveColorNodeID(GREY_COLOUR_NODE_ID)
+    display.AutoWindowLevelOn()
     node.SetAndObserveDisplayNodeID(display.GetID())
 
 
@@ -459,6 +486,151 @@ def add_fusion_result_nodes(
     return output
 
 
+# --- the lesion readout ------------------------------------------------------------------------
+LESION_NODE_CLASSES = ("vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode")
+"""Node classes accepted as the lesion of :func:`clinical_readout`."""
+
+
+def segment_to_label_map(segmentation: Any, reference: Any, *, segment_id: str | None = None) -> Any:
+    """Export one segment of ``segmentation`` to a new label map node on ``reference``'s grid.
+
+    Uses Slicer's own ``vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode`` (what
+    ``slicer.modules.segmentations.logic()`` does in the application; the static method exists
+    in ``slicer-core`` too). The caller removes the returned node from the scene when done.
+
+    Args:
+        segmentation: a ``vtkMRMLSegmentationNode``.
+        reference: the volume node whose geometry the label map gets.
+        segment_id: the segment to export; default: the first segment.
+
+    Returns:
+        A new ``vtkMRMLLabelMapVolumeNode`` in the segmentation's scene.
+
+    Raises:
+        InputError: no segment, an unknown segment ID, or an export failure.
+    """
+    scene = segmentation.GetScene()
+    segments = segmentation.GetSegmentation()
+    if segments.GetNumberOfSegments() == 0:
+        raise InputError(f"segmentation {segmentation.GetName()!r} has no segment")
+    segment_id = segment_id or segments.GetNthSegmentID(0)
+    if segments.GetSegment(segment_id) is None:
+        raise InputError(f"segmentation {segmentation.GetName()!r} has no segment {segment_id!r}")
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segment_id)
+    label_map = scene.AddNewNodeByClass(
+        "vtkMRMLLabelMapVolumeNode", scene.GenerateUniqueName(f"{segmentation.GetName()} (lesion)")
+    )
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    if not logic.ExportSegmentsToLabelmapNode(segmentation, ids, label_map, reference):
+        scene.RemoveNode(label_map)
+        raise InputError(
+            f"could not export segment {segment_id!r} of {segmentation.GetName()!r} to a label map"
+        )
+    return label_map
+
+
+def lesion_image_from_node(lesion: Any, reference: Any) -> Image:
+    """The lesion mask of a label map or segmentation node as an :class:`Image`.
+
+    A label map (or any scalar volume) is read as it is stored, on its own grid (the engine
+    resamples it onto the fixed grid with nearest neighbour interpolation); a segmentation's
+    first segment is exported on ``reference``'s grid (:func:`segment_to_label_map`) and the
+    temporary label map node is removed again.
+
+    Raises:
+        InputError: ``lesion`` is not a segmentation or volume node, or has no segment.
+    """
+    if lesion is None or not hasattr(lesion, "IsA"):
+        raise InputError(f"the lesion must be a segmentation or label map node, got {type(lesion).__name__}")
+    if lesion.IsA("vtkMRMLSegmentationNode"):
+        label_map = segment_to_label_map(lesion, reference)
+        try:
+            return image_from_volume_node(label_map)
+        finally:
+            label_map.GetScene().RemoveNode(label_map)
+    if lesion.IsA("vtkMRMLScalarVolumeNode"):
+        _check_volume_node(lesion, "lesion")
+        return image_from_volume_node(lesion)
+    raise InputError(
+        f"the lesion must be a segmentation or label map node, got a {lesion.GetClassName()} "
+        f"({lesion.GetName()!r})"
+    )
+
+
+def transform_from_transform_node(node: Any) -> sitk.Transform:
+    """A transform node as the SimpleITK transform it was made from (inverse of :func:`transform_node_from_transform`).
+
+    Written with Slicer's ``vtkMRMLTransformStorageNode`` to a temporary ITK file and read back:
+    fixed-space to moving-space points in LPS, ITK's resampling convention.
+    """
+    storage = slicer.vtkMRMLTransformStorageNode()
+    with tempfile.TemporaryDirectory(prefix="medfusion-") as directory:
+        path = os.path.join(directory, "transform.h5")
+        storage.SetFileName(path)
+        ok = storage.WriteData(node)
+        if not ok or not os.path.isfile(path):
+            raise InputError(f"Slicer could not write transform node {node.GetName()!r}")
+        return sitk.ReadTransform(path)
+
+
+def clinical_readout(
+    fixed: Any,
+    moving: Any,
+    fused: Any,
+    lesion: Any,
+    *,
+    colormap: str | None = None,
+    modality_fixed: str | None = None,
+    modality_moving: str | None = None,
+) -> dict[str, Any]:
+    """Conspicuity kept and anatomy kept of a fused volume node for a lesion node (issue 13).
+
+    Computed on the fixed volume's grid (where ``fused`` lies) by
+    :func:`MedFusionLib.readout.clinical_readout`: the moving volume is resampled onto it through
+    the registration transform recorded on ``fused`` (``MedFusion.TransformNodeID``, when
+    ``fused`` was made from this moving node), the lesion with nearest neighbour interpolation.
+
+    Args:
+        fixed, moving: the input volume nodes of the fusion; one CT or MR and one PET or SPECT,
+            by their ``MedFusion.Modality`` / ``DICOM.Modality`` attributes or the overrides.
+        fused: the fusion output node (gray, or 8-bit RGB for a colour fusion).
+        lesion: a ``vtkMRMLLabelMapVolumeNode`` (any grid overlapping the fixed volume) or a
+            ``vtkMRMLSegmentationNode`` (its first segment is used).
+        colormap: the colour table through which an RGB ``fused`` shows the functional image;
+            default: ``fused``'s ``MedFusion.Colormap`` attribute.
+        modality_fixed, modality_moving: override the nodes' modalities.
+
+    Returns:
+        See :func:`MedFusionLib.readout.clinical_readout`.
+
+    Raises:
+        InputError, ParameterError: bad nodes, unknown modalities, no overlap.
+    """
+    from .readout import clinical_readout as readout
+
+    _check_pair(fixed, moving)
+    _check_volume_node(fused, "fused")
+    if colormap is None:
+        colormap = fused.GetAttribute("MedFusion.Colormap") or None
+    transform = None
+    transform_id = fused.GetAttribute("MedFusion.TransformNodeID")
+    if transform_id and fused.GetAttribute("MedFusion.MovingNodeID") == moving.GetID():
+        transform_node = fixed.GetScene().GetNodeByID(transform_id)
+        if transform_node is not None:
+            transform = transform_from_transform_node(transform_node)
+    return readout(
+        image_from_volume_node(fixed),
+        image_from_volume_node(moving),
+        image_from_volume_node(fused),
+        lesion_image_from_node(lesion, fixed),
+        colormap=colormap,
+        transform=transform,
+        modality_fixed=modality_fixed,
+        modality_moving=modality_moving,
+    )
+
+
 # --- slice views -------------------------------------------------------------------------------
 def _colour_node_id(scene: Any, lut: str) -> str:
     for prefix in _COLOUR_ID_PREFIXES:
@@ -518,7 +690,8 @@ def show_fusion(
 
     Every ``vtkMRMLSliceCompositeNode`` of the scene gets ``fused`` as background and
     ``foreground`` (or none) as foreground at ``opacity``; the views are linked and fitted to
-    the volumes.
+    the volumes. An RGB ``fused`` (a colour fusion: 8-bit vector volume) is shown with its own
+    colours (window 255, level 127.5; not the automatic window, which distorts them).
 
     A scalar ``foreground`` is shown through an overlay node, "<name> (overlay)", that shares
     its voxels (no copy) but has its own display node (``foreground_lut``, window from the
@@ -552,6 +725,7 @@ def show_fusion(
         colour_id = _colour_node_id(scene, foreground_lut)
         if not foreground.IsA("vtkMRMLVectorVolumeNode"):
             foreground = _overlay_node(fused, foreground, colour_id)
+    _show_rgb_as_stored(fused)
     for composite in _nodes(scene, "vtkMRMLSliceCompositeNode"):
         composite.SetBackgroundVolumeID(fused.GetID())
         composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)

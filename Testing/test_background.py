@@ -205,6 +205,67 @@ class TestPrepare:
         assert runner.cancelled and runner.error == "cancelled" and not job["output"].exists()
 
 
+STS019 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sts" / "STS_019"
+
+
+class TestColourJobs:
+    """Method null means the recommended fusion; the colour table travels in the job (issue 13)."""
+
+    def test_recommended_colour_fusion_with_the_lesion_readout(self, tmp_path: Path) -> None:
+        from MedFusionLib.recommended import recommended
+
+        output = tmp_path / "fused.nrrd"
+        job = {
+            "fixed": STS019 / "CT_image.nii.gz",
+            "moving": STS019 / "PET_image.nii.gz",
+            "output": output,
+            "method": None,
+            "modality_fixed": "CT",
+            "modality_moving": "PET",
+            "lesion": STS019 / "CT_mask.nii.gz",
+            "device": "cpu",
+        }
+        runner, _ = _run(job, tmp_path / "work", timeout=120)
+        assert runner.returncode == 0, runner.stderr
+        choice = recommended("CT", "PET")
+        result = runner.result
+        assert result["recommended"] is True and result["method"] == choice.method
+        assert result["colormap"] == choice.colormap and result["rgb"] is True
+        assert any(
+            "recommended for the pair" in e["message"] for e in runner.events if e["stage"] == "fusing"
+        )
+        assert sitk.ReadImage(str(output)).GetNumberOfComponentsPerPixel() == 3
+        clinical = result["clinical"]
+        assert clinical["colormap"] == choice.colormap and clinical["modalities"] == ["CT", "PET"]
+        assert 0.6 < clinical["conspicuity_kept"] < 1.3 and 0.85 < clinical["anatomy_kept"] <= 1.0
+
+    def test_gray_on_request_and_a_readout_that_cannot_be_made(self, tmp_path: Path) -> None:
+        job = {
+            "fixed": STS019 / "CT_image.nii.gz",
+            "moving": STS019 / "PET_image.nii.gz",
+            "output": tmp_path / "fused.nrrd",
+            "colormap": "none",
+            "lesion": STS019 / "CT_mask.nii.gz",  # no modalities given: the readout says why it is missing
+            "device": "cpu",
+        }
+        runner, _ = _run(job, tmp_path / "work", timeout=120)
+        assert runner.returncode == 0, runner.stderr
+        assert runner.result["colormap"] is None and runner.result["rgb"] is False
+        assert "unknown modality" in runner.result["clinical"]["error"]
+
+    def test_a_table_for_a_pair_without_modalities_is_an_input_error(self, tmp_path: Path) -> None:
+        job = {
+            "fixed": STS019 / "CT_image.nii.gz",
+            "moving": STS019 / "PET_image.nii.gz",
+            "output": tmp_path / "fused.nrrd",
+            "colormap": "inferno",
+            "device": "cpu",
+        }
+        runner, _ = _run(job, tmp_path / "work", timeout=120)
+        assert runner.returncode == EXIT_INPUT and "cannot colour-fuse" in runner.error
+        assert not (tmp_path / "fused.nrrd").exists()
+
+
 class TestCheckJob:
     @pytest.mark.parametrize(
         ("change", "expected"),
@@ -215,6 +276,10 @@ class TestCheckJob:
             ({"transform": "t.mat", "registration": "rigid"}, "must end in"),
             ({"transform": "t.tfm"}, "registration is 'none'"),
             ({"parameters": [1, 2]}, "must be an object"),
+            ({"colormap": "sunset"}, "unknown colour table 'sunset'"),
+            ({"colormap": 3}, "colour table name"),
+            ({"method": 3}, "method name or null"),
+            ({"lesion": ["a"]}, "lesion must be a file path"),
         ],
     )
     def test_refuses_malformed_jobs(self, tmp_path: Path, change: dict, expected: str) -> None:

@@ -402,3 +402,140 @@ class TestShowFusion:
             mrml.show_fusion(node, foreground=node, foreground_lut="Sunset")
         with pytest.raises(InputError, match="opacity"):
             mrml.show_fusion(node, opacity=1.5)
+
+
+# --- colour fusion in the slice views and the lesion readout (issue 13) -----------------------
+STS019 = DATA / "sts" / "STS_019"
+
+
+@pytest.fixture(scope="module")
+def sts019(headless):
+    """A real patient (STS_019: CT in HU, FDG-PET in SUV, the tumour on the CT's grid) as nodes."""
+    from MedFusionLib.io import read_image
+
+    scene = headless.scene
+    ct = mrml.volume_node_from_image(read_image(STS019 / "CT_image.nii.gz", modality="CT"), scene, "STS CT")
+    pet = mrml.volume_node_from_image(
+        read_image(STS019 / "PET_image.nii.gz", modality="PET"), scene, "STS PET"
+    )
+    mask = read_image(STS019 / "CT_mask.nii.gz")
+    label_map = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "STS tumour")
+    slicer.util.updateVolumeFromArray(label_map, np.ascontiguousarray(mask.array.astype(np.uint8)))
+    label_map.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(mrml._ras_matrix_of(mask)))
+    fused = mrml.fuse_volume_nodes(ct, pet, registration="none", device="cpu")  # recommended colour fusion
+    return {"ct": ct, "pet": pet, "label_map": label_map, "mask": mask, "fused": fused}
+
+
+class TestColourInSliceViews:
+    def test_rgb_volume_is_shown_with_its_own_colours(self, headless, tmp_path):
+        scene = headless.scene
+        voxels = np.zeros((3, 64, 64, 3), np.uint8)
+        voxels[:, :32, :, 0] = (
+            200  # the brightest component is 199-200: the automatic window would stretch it
+        )
+        voxels[:, 32:, :, 1] = 100
+        voxels[:, :, :32, 2] = 50
+        image = Image(
+            array=voxels, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=tuple(np.eye(3).ravel())
+        )
+        node = mrml.volume_node_from_image(image, scene, "known colours")
+        display = node.GetDisplayNode()
+        assert display.IsA("vtkMRMLVectorVolumeDisplayNode") and not display.GetAutoWindowLevel()
+        assert (display.GetWindow(), display.GetLevel()) == (255.0, 127.5)
+        display.AutoWindowLevelOn()  # as Slicer's own loader leaves a vector volume: show_fusion fixes it
+        mrml.show_fusion(node)
+        png = mrml.render_slice_views_png(scene, tmp_path / "known.png", size=(64, 64), layouts=("Red",))
+        from PIL import Image as PILImage
+
+        shown = {
+            tuple(int(c) for c in v) for v in np.asarray(PILImage.open(png).convert("RGB")).reshape(-1, 3)
+        }
+        for colour in [(200, 0, 50), (200, 0, 0), (0, 100, 50), (0, 100, 0)]:
+            assert colour in shown, (colour, sorted(shown)[:12])
+        assert not any(max(c) > 200 for c in shown)  # nothing brightened
+
+    def test_colour_fusion_of_a_real_patient_is_colour_in_the_views(self, headless, sts019, tmp_path):
+        fused = sts019["fused"]
+        assert fused.IsA("vtkMRMLVectorVolumeNode") and fused.GetAttribute("MedFusion.Colormap")
+        mrml.show_fusion(fused, application_logic=headless.application_logic)
+        png = mrml.render_slice_views_png(headless.scene, tmp_path / "sts.png", size=(120, 120))
+        from PIL import Image as PILImage
+
+        picture = np.asarray(PILImage.open(png).convert("RGB")).astype(float)
+        red = picture[:, :120]
+        chroma = red.max(axis=-1) - red.min(axis=-1)
+        assert chroma.mean() > 30 and np.percentile(chroma, 90) > 80  # colour, not gray
+        # the colour fusion is shown as it is: no overlay over it
+        for composite in mrml._nodes(headless.scene, "vtkMRMLSliceCompositeNode"):
+            assert composite.GetBackgroundVolumeID() == fused.GetID()
+            assert composite.GetForegroundVolumeID() is None
+
+
+class TestClinicalReadout:
+    def test_label_map_on_the_fixed_grid(self, sts019):
+        from MedFusionLib.io import read_image
+        from MedFusionLib.pipeline import fuse_images
+        from MedFusionLib.readout import clinical_readout
+
+        readout = mrml.clinical_readout(sts019["ct"], sts019["pet"], sts019["fused"], sts019["label_map"])
+        assert readout["colormap"] == sts019["fused"].GetAttribute("MedFusion.Colormap")
+        assert readout["modalities"] == ["CT", "PET"] and readout["notes"] == {}
+        assert readout["lesion_voxels"] == int(np.count_nonzero(sts019["mask"].array))
+        assert 0.6 < readout["conspicuity_kept"] < 1.3 and 0.85 < readout["anatomy_kept"] <= 1.0
+        # the same as the engine on the files (the node holds the result in 8 bits)
+        ct = read_image(STS019 / "CT_image.nii.gz", modality="CT")
+        pet = read_image(STS019 / "PET_image.nii.gz", modality="PET")
+        result = fuse_images(ct, pet, device="cpu")
+        engine = clinical_readout(ct, pet, result.image, sts019["mask"], colormap=result.colormap)
+        for key in ("conspicuity_kept", "anatomy_kept"):
+            assert readout[key] == pytest.approx(engine[key], abs=0.01), key
+
+    def test_segmentation_gives_the_label_map_readout(self, headless, sts019):
+        scene = headless.scene
+        segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "STS tumour segmentation")
+        assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
+            sts019["label_map"], segmentation
+        )
+        count = scene.GetNumberOfNodesByClass("vtkMRMLLabelMapVolumeNode")
+        from_segmentation = mrml.clinical_readout(sts019["ct"], sts019["pet"], sts019["fused"], segmentation)
+        from_label_map = mrml.clinical_readout(
+            sts019["ct"], sts019["pet"], sts019["fused"], sts019["label_map"]
+        )
+        assert from_segmentation == from_label_map
+        assert scene.GetNumberOfNodesByClass("vtkMRMLLabelMapVolumeNode") == count  # the export is removed
+        empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "nothing")
+        with pytest.raises(InputError, match="no segment"):
+            mrml.clinical_readout(sts019["ct"], sts019["pet"], sts019["fused"], empty)
+
+    def test_gray_fusion_keeps_less_of_the_tumour_and_unknown_modality_is_refused(self, headless, sts019):
+        from MedFusionLib.errors import ParameterError
+
+        gray = mrml.fuse_volume_nodes(
+            sts019["ct"], sts019["pet"], registration="none", device="cpu", colormap="none"
+        )
+        assert not gray.IsA("vtkMRMLVectorVolumeNode") and gray.GetAttribute("MedFusion.Colormap") == ""
+        gray_readout = mrml.clinical_readout(sts019["ct"], sts019["pet"], gray, sts019["label_map"])
+        colour_readout = mrml.clinical_readout(
+            sts019["ct"], sts019["pet"], sts019["fused"], sts019["label_map"]
+        )
+        assert gray_readout["colormap"] is None
+        assert gray_readout["conspicuity_kept"] < colour_readout["conspicuity_kept"] - 0.1
+        with pytest.raises(ParameterError, match="one CT or MR and one PET or SPECT"):
+            mrml.clinical_readout(
+                sts019["ct"], sts019["pet"], gray, sts019["label_map"], modality_fixed="SPECT"
+            )
+
+    def test_registered_fusion_reads_its_transform(self, headless, sts019):
+        fused = mrml.fuse_volume_nodes(sts019["ct"], sts019["pet"], registration="rigid", device="cpu")
+        node = headless.scene.GetNodeByID(fused.GetAttribute("MedFusion.TransformNodeID"))
+        transform = mrml.transform_from_transform_node(node)
+        point = (10.0, -20.0, 30.0)
+        again = mrml.transform_node_from_transform(transform, headless.scene, "again")
+        np.testing.assert_allclose(
+            slicer.util.arrayFromVTKMatrix(again.GetMatrixTransformToParent()),
+            slicer.util.arrayFromVTKMatrix(node.GetMatrixTransformToParent()),
+            atol=1e-6,
+        )
+        assert np.isfinite(transform.TransformPoint(point)).all()
+        readout = mrml.clinical_readout(sts019["ct"], sts019["pet"], fused, sts019["label_map"])
+        assert readout["conspicuity_kept"] is not None and readout["anatomy_kept"] > 0.8

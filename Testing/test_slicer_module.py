@@ -44,6 +44,10 @@ class TestFiles:
         expected = {
             "fixedSelector": "qMRMLNodeComboBox",
             "movingSelector": "qMRMLNodeComboBox",
+            "fixedModalityComboBox": "QComboBox",
+            "movingModalityComboBox": "QComboBox",
+            "lesionSelector": "qMRMLNodeComboBox",
+            "colormapComboBox": "QComboBox",
             "outputSelector": "qMRMLNodeComboBox",
             "registrationComboBox": "QComboBox",
             "methodComboBox": "QComboBox",
@@ -76,7 +80,8 @@ class TestFiles:
         fields = {n.target.id for n in node_class.body if isinstance(n, ast.AnnAssign)}
         assert fields >= {
             "fixedVolume", "movingVolume", "registration", "method", "methodParameters", "device",
-            "outputVolume", "showForeground", "foregroundLut", "opacity",
+            "outputVolume", "showForeground", "foregroundLut", "opacity", "colormap", "lesion",
+            "fixedModality", "movingModality",
         }  # fmt: skip
         bound = {}
         for widget in _ui_widgets().values():
@@ -92,9 +97,20 @@ class TestFiles:
         }
         assert combo_items["registrationComboBox"] == ["none", "rigid", "affine", "bspline"]
         assert combo_items["foregroundLutComboBox"] == ["PET-Heat", "PET-Rainbow2", "Grey"]
+        for name in ("fixedModalityComboBox", "movingModalityComboBox"):
+            assert combo_items[name] == ["auto", "CT", "MR", "PET", "SPECT"]
+        assert combo_items["colormapComboBox"] == []  # filled from the engine's tables
+        assert "colormapComboBox" not in bound  # stored by the widget, like the method
+        assert bound["lesionSelector"] == "lesion"
         selector = _ui_widgets()["fixedSelector"]
         types_ = [s.text for s in selector.find("property[@name='nodeTypes']/stringlist")]
         assert types_ == ["vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode"]
+        lesion = _ui_widgets()["lesionSelector"]
+        types_ = [s.text for s in lesion.find("property[@name='nodeTypes']/stringlist")]
+        assert types_ == ["vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode"]
+        assert lesion.find("property[@name='noneEnabled']/bool").text == "true"
+        receivers = {c.find("receiver").text for c in ET.parse(UI).getroot().iter("connection")}
+        assert "lesionSelector" in receivers
 
     def test_script_compiles_and_has_the_template_classes(self, tmp_path: Path) -> None:
         py_compile.compile(str(SCRIPT), cfile=str(tmp_path / "MedFusion.pyc"), doraise=True)
@@ -186,6 +202,27 @@ def _stand_ins() -> dict[str, types.ModuleType]:
     import slicer
 
     qt = types.ModuleType("qt")
+    qt.Qt = types.SimpleNamespace(ToolTipRole=3)
+
+    class QTableWidgetItem:
+        def __init__(self, text: str = "") -> None:
+            self._text, self._toolTip = text, ""
+
+        def text(self) -> str:
+            return self._text
+
+        def toolTip(self) -> str:
+            return self._toolTip
+
+        def setToolTip(self, text: str) -> None:
+            self._toolTip = text
+
+    class QLabel:
+        def __init__(self, text: str = "") -> None:
+            self.text = text
+
+    qt.QTableWidgetItem = QTableWidgetItem
+    qt.QLabel = QLabel
     i18n = types.ModuleType("slicer.i18n")
     i18n.tr = lambda text: text
     i18n.translate = lambda context, text: text
@@ -301,3 +338,176 @@ class TestLogic:
         import shutil
 
         shutil.rmtree(context["workdir"])
+
+
+# --- the widget's colour table, recommended method and readout, with stand-in widgets -------------
+class FakeComboBox:
+    """The few QComboBox calls the widget makes."""
+
+    def __init__(self) -> None:
+        self.items: list[list] = []
+        self.currentIndex = -1
+
+    def blockSignals(self, block: bool) -> bool:
+        return False
+
+    def clear(self) -> None:
+        self.items, self.currentIndex = [], -1
+
+    def addItem(self, text: str, data=None) -> None:
+        self.items.append([text, data, ""])
+        if self.currentIndex < 0:
+            self.currentIndex = 0
+
+    def setItemData(self, index: int, value, role) -> None:
+        self.items[index][2] = value
+
+    def itemData(self, index: int):
+        return self.items[index][1]
+
+    def findData(self, data) -> int:
+        return next((i for i, item in enumerate(self.items) if item[1] == data), -1)
+
+    @property
+    def count(self) -> int:
+        return len(self.items)
+
+
+class FakeTable:
+    def __init__(self) -> None:
+        self.rows: dict[int, dict[int, object]] = {}
+
+    def setRowCount(self, count: int) -> None:
+        self.rows = {row: {} for row in range(count)}
+
+    def setItem(self, row: int, column: int, item) -> None:
+        self.rows[row][column] = item
+
+    def texts(self) -> list[tuple[str, str]]:
+        return [(cells[0].text(), cells[1].text()) for _, cells in sorted(self.rows.items())]
+
+
+def _widget(module, **ui):
+    widget = module.MedFusionWidget.__new__(module.MedFusionWidget)
+    widget.ui = types.SimpleNamespace(**ui)
+    widget.logic = module.MedFusionLogic()
+    widget._parameterNode = None
+    return widget
+
+
+STS019 = ROOT.parent / "shared" / "data" / "sts" / "STS_019"
+
+
+class TestColourAndReadout:
+    def test_colour_table_entries_and_defaults(self, module) -> None:
+        from MedFusionLib.colormaps import list_colormaps
+
+        assert module.MedFusionParameterNode.colormap == "auto"
+        assert module.MedFusionParameterNode.method == ""  # recommended for the pair
+        assert module.MedFusionParameterNode.fixedModality == "auto"
+        widget = _widget(module, colormapComboBox=FakeComboBox())
+        widget._fillColormaps()
+        combo = widget.ui.colormapComboBox
+        assert [data for _, data, _ in combo.items] == ["auto", *list_colormaps(), "none"]
+        assert combo.items[0][0] == "auto (recommended)" and combo.items[-1][0] == "none (gray)"
+        assert combo.currentIndex == 0 and combo.findData("auto") == 0
+        assert all(tip for _, _, tip in combo.items)
+
+    def test_method_selector_starts_with_the_recommended_fusion(self, module) -> None:
+        from MedFusionLib.recommended import GRAY_METHOD, recommended
+
+        widget = _widget(module, methodComboBox=FakeComboBox(), statusLabel=types.SimpleNamespace(text=""))
+        widget._fillMethods()
+        first = widget.ui.methodComboBox.items[0]
+        assert first[:2] == ["recommended for the pair", ""]
+        choice = recommended("CT", "PET")
+        assert choice.method in first[2] and str(choice.colormap) in first[2] and GRAY_METHOD in first[2]
+        assert widget.ui.methodComboBox.findData("laplacian_pyramid") > 0
+
+    def test_job_carries_colormap_and_method_none_and_the_readout_shows_the_two_measures(
+        self, module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Apply with the defaults and a label map of the tumour: the job, the result, the readout text."""
+        import slicer
+
+        from MedFusionLib import mrml
+        from MedFusionLib.io import read_image
+        from MedFusionLib.recommended import recommended
+
+        monkeypatch.setenv("TMPDIR", str(tmp_path))
+        headless = mrml.new_scene()
+        try:
+            scene = headless.scene
+            ct = mrml.volume_node_from_image(read_image(STS019 / "CT_image.nii.gz"), scene, "CT")
+            pet = mrml.volume_node_from_image(read_image(STS019 / "PET_image.nii.gz"), scene, "PET")
+            ct.SetAttribute("DICOM.Modality", "CT")
+            mask = read_image(STS019 / "CT_mask.nii.gz")
+            lesion = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "tumour")
+            slicer.util.updateVolumeFromArray(lesion, np.ascontiguousarray(mask.array))
+            lesion.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(mrml._ras_matrix_of(mask)))
+
+            node = module.MedFusionParameterNode
+            logic = module.MedFusionLogic()
+            context = logic.startJob(
+                ct,
+                pet,
+                method=node.method or None,
+                parameters={},
+                registration="none",
+                device="cpu",
+                metrics=["EN"],
+                colormap=node.colormap,
+                lesion=lesion,
+                modalityFixed=None,  # "auto": the CT's DICOM.Modality attribute
+                modalityMoving="PET",  # the PET has no attribute: the user's choice
+            )
+            spec = context["spec"]
+            assert spec["method"] is None and spec["colormap"] == "auto"
+            assert (spec["modality_fixed"], spec["modality_moving"]) == ("CT", "PET")
+            assert spec["lesion"].endswith("lesion.nrrd")
+            job = context["job"]
+            deadline = time.monotonic() + 120
+            while not job.finished:
+                job.poll()
+                assert time.monotonic() < deadline, job.stderr[-2000:]
+                time.sleep(0.1)
+            assert job.returncode == 0, job.error
+            result = job.result
+            assert result["colormap"] == recommended("CT", "PET").colormap and result["recommended"]
+
+            widget = _widget(module, metricsTable=FakeTable())
+            widget._fillMetrics(result)
+            rows = dict(widget.ui.metricsTable.texts())
+            assert set(rows) == {"EN", "Conspicuity kept", "Anatomy kept"}
+            assert rows["Conspicuity kept"] == f"{result['clinical']['conspicuity_kept']:.2f}"
+            assert 0.6 < float(rows["Conspicuity kept"]) < 1.3 and 0.85 < float(rows["Anatomy kept"]) <= 1.0
+
+            output = logic.loadJobResult(context)
+            assert output.IsA("vtkMRMLVectorVolumeNode")
+            assert output.GetAttribute("MedFusion.Colormap") == result["colormap"]
+            # the same readout from the scene (what the logic offers the Python console)
+            again = logic.readout(ct, pet, output, lesion, modalityMoving="PET")
+            assert again["conspicuity_kept"] == pytest.approx(
+                result["clinical"]["conspicuity_kept"], abs=0.01
+            )
+            import shutil
+
+            shutil.rmtree(context["workdir"])
+        finally:
+            headless.close()
+
+    def test_readout_without_lesion_and_when_it_cannot_be_made(self, module) -> None:
+        rows = module.MedFusionLogic.readoutRows({"metrics": {"EN": 6.5, "SSIM": None}, "clinical": None})
+        assert [(name, text) for name, text, _ in rows] == [("EN", "6.5"), ("SSIM", "n/a")]
+        rows = module.MedFusionLogic.readoutRows({"metrics": None, "clinical": {"error": "unknown modality"}})
+        assert rows == [("Lesion readout", "n/a", "unknown modality")]
+        rows = module.MedFusionLogic.readoutRows(
+            {
+                "clinical": {
+                    "conspicuity_kept": None,
+                    "anatomy_kept": 0.97,
+                    "notes": {"conspicuity_kept": "empty"},
+                }
+            }
+        )
+        assert rows[0] == ("Conspicuity kept", "n/a", "empty") and rows[1][:2] == ("Anatomy kept", "0.97")
