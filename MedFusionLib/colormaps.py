@@ -7,14 +7,16 @@ colour of the normalised value ``i / 255``. :func:`apply_colormap` maps values i
 through a table (linear interpolation between entries by default).
 
 ==============  ==========================================================================
-``inferno``     perceptually uniform black-purple-orange-yellow heat table (BIDS, CC0);
-                :data:`DEFAULT_FUNCTIONAL_COLORMAP` for PET and SPECT
+``neutral_heat`` gray up to a knee, then violet-red-orange-yellow, uniform in CIE 1976 Delta
+                E*ab with lightness rising monotonically (this project, generated from a formula,
+                see :func:`lab_path_table`); :data:`DEFAULT_FUNCTIONAL_COLORMAP` for PET and
+                SPECT: fused with CT or MR, tissue at the PET's background level stays gray
+``inferno``     perceptually uniform black-purple-orange-yellow heat table (BIDS, CC0)
 ``magma``       perceptually uniform black-purple-pink-cream table (BIDS, CC0)
 ``pet_heat``    3D Slicer's ``PET-Heat`` (``vtkMRMLPETProceduralColorNode``), what the
                 clinic sees in Slicer
 ``bmy``         Kovesi's CET-L8 linear blue-magenta-yellow table (lightness 10 to 95, large hue
-                change; CC BY 4.0): recommended for colour fusion with CT or MR
-                (:mod:`MedFusionLib.functional_fusion`)
+                change; CC BY 4.0); scores well in colour fusion but tints all anatomy navy blue
 ``hot``         the classic black-red-yellow-white ``hot`` table (MATLAB, matplotlib)
 ``gray``        the identity ramp
 ==============  ==========================================================================
@@ -46,8 +48,8 @@ from .errors import InputError, ParameterError
 TABLE_SIZE = 256
 """Entries per colour table."""
 
-DEFAULT_FUNCTIONAL_COLORMAP = "inferno"
-"""The perceptual heat table used for PET and SPECT when none is asked for."""
+DEFAULT_FUNCTIONAL_COLORMAP = "neutral_heat"
+"""The perceptual heat table used for PET and SPECT when none is asked for (gray at the background)."""
 
 _DATA = Path(__file__).parent / "data" / "colormaps_bids.json"
 _DATA_CET = Path(__file__).parent / "data" / "colormaps_cet.json"
@@ -245,6 +247,63 @@ _HOT_SEGMENTS = (
 )
 
 
+NEUTRAL_HEAT_POINTS = (
+    (5.0, 0.0, 0.0),
+    (45.0, 0.0, 0.0),
+    (50.0, 85.0, 310.0),
+    (60.0, 90.0, 20.0),
+    (75.0, 82.0, 65.0),
+    (95.0, 85.0, 100.0),
+)
+"""Control points ``(L*, C*ab, h_ab in degrees)`` of ``neutral_heat``: dark gray, gray at L* 45 (the
+knee), violet, magenta-red, orange, light yellow (see :func:`lab_path_table`)."""
+
+
+def max_chroma(lightness: np.ndarray, hue_degrees: np.ndarray, *, steps: int = 40) -> np.ndarray:
+    """The largest CIELAB chroma C*ab inside the sRGB gamut at each ``(L*, h_ab)`` (bisection)."""
+    lightness = np.asarray(lightness, dtype=np.float64)
+    hue = np.radians(np.asarray(hue_degrees, dtype=np.float64))
+    low, high = np.zeros_like(lightness), np.full_like(lightness, 200.0)
+    for _ in range(steps):
+        chroma = 0.5 * (low + high)
+        rgb = lab_to_srgb(
+            np.stack([lightness, chroma * np.cos(hue), chroma * np.sin(hue)], axis=-1), clip=False
+        )
+        inside = np.all((rgb >= 0.0) & (rgb <= 1.0), axis=-1)
+        low, high = np.where(inside, chroma, low), np.where(inside, high, chroma)
+    return low
+
+
+def lab_path_table(points: tuple[tuple[float, float, float], ...], size: int = TABLE_SIZE) -> np.ndarray:
+    """A colour table along a polyline in CIELAB, uniform in CIE 1976 colour difference.
+
+    The control points ``(L*, C*ab, h_ab)`` are joined by straight segments in ``(L*, a*, b*)``;
+    where a point of the path lies outside the sRGB gamut its chroma is scaled down to the gamut's
+    edge at that lightness and hue (the lightness, and so its monotone rise, is kept); then the
+    ``size`` entries are placed at equal arc length along that path, so that neighbouring entries
+    differ by the same Delta E*ab (the perceptual-uniformity criterion of Kovesi, arXiv:1509.03700,
+    measured in CIELAB). Returns ``size x 3`` sRGB in ``[0, 1]``.
+    """
+    corners = np.array(
+        [
+            [lightness, chroma * np.cos(np.radians(hue)), chroma * np.sin(np.radians(hue))]
+            for lightness, chroma, hue in points
+        ]
+    )
+    fraction = np.linspace(0.0, 1.0, 512, endpoint=False)[:, None]
+    fine = np.concatenate(
+        [start + fraction * (end - start) for start, end in zip(corners[:-1], corners[1:], strict=True)]
+        + [corners[-1:]]
+    )
+    chroma = np.hypot(fine[:, 1], fine[:, 2])
+    limit = max_chroma(fine[:, 0], np.degrees(np.arctan2(fine[:, 2], fine[:, 1])))
+    fine[:, 1:] *= np.where(chroma > limit, limit / np.maximum(chroma, 1e-12), 1.0)[:, None]
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(fine, axis=0), axis=1))])
+    at = np.linspace(0.0, arc[-1], size)
+    lab = np.stack([np.interp(at, arc, fine[:, channel]) for channel in range(3)], axis=-1)
+    return np.clip(lab_to_srgb(lab, clip=False), 0.0, 1.0)
+
+
 def _frozen(table: np.ndarray) -> np.ndarray:
     table = np.ascontiguousarray(table, dtype=np.float64)
     if table.shape != (TABLE_SIZE, 3) or not (np.all(table >= 0.0) and np.all(table <= 1.0)):
@@ -267,9 +326,21 @@ def _tables() -> dict[str, Colormap]:
     )
     tables = [
         Colormap(
+            "neutral_heat",
+            lab_path_table(NEUTRAL_HEAT_POINTS),
+            "gray (L* 5 to 45) up to entry 28, then violet-magenta-red-orange-light yellow (L* 45 to 95), equal "
+            "Delta E*ab per entry; the default for PET/SPECT: fused with CT or MR the anatomy stays gray "
+            "where the PET is at its background, uptake shows in warm colour",
+            "MedFusion (issue 13): generated by colormaps.lab_path_table from colormaps.NEUTRAL_HEAT_POINTS "
+            "(CIELAB polyline, equal arc length in CIE 1976 Delta E*ab, chroma cut to the sRGB gamut); "
+            "design after P. Kovesi, 'Good colour maps: how to design them', arXiv:1509.03700, 2015; "
+            "same licence as this project",
+            perceptual=True,
+        ),
+        Colormap(
             "inferno",
             np.array(bids["inferno"]),
-            "black-purple-red-orange-yellow heat, lightness rising uniformly (CAM02-UCS); the default for PET/SPECT",
+            "black-purple-red-orange-yellow heat, lightness rising uniformly (CAM02-UCS)",
             bids_citation,
             perceptual=True,
         ),
@@ -291,7 +362,7 @@ def _tables() -> dict[str, Colormap]:
             "bmy",
             np.array(cet["bmy"]),
             "dark blue-magenta-red-orange-yellow, lightness rising linearly from L* 10 to 95 with a large hue "
-            "change; recommended for colour fusion with CT or MR",
+            "change (its saturated blue low end tints fused anatomy navy)",
             "P. Kovesi, 'Good colour maps: how to design them', arXiv:1509.03700, 2015; CET-L8 "
             "(linear_bmy_10_95_c78), CET Perceptually Uniform Colour Maps (https://colorcet.com), CC BY 4.0; "
             "values as shipped in colorcet 3.1.0, stored in MedFusionLib/data/colormaps_cet.json",

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .colormaps import colormap_table, lab_to_srgb, srgb_to_lab
+from .colormaps import DEFAULT_FUNCTIONAL_COLORMAP, colormap_table, lab_to_srgb, srgb_to_lab
 from .errors import InputError, ParameterError
 from .fusion.ops import resolve_device
 from .fusion.runner import fuse_tensors
@@ -46,15 +46,33 @@ from .fusion.runner import fuse_tensors
 DEFAULT_METHOD = "uptake_average"
 """The luminance rule used when none is given."""
 
-DEFAULT_COLORMAP = "bmy"
-"""The colour table used when none is given (Kovesi's CET-L8, see :mod:`MedFusionLib.colormaps`)."""
+DEFAULT_COLORMAP = DEFAULT_FUNCTIONAL_COLORMAP
+"""The colour table used when none is given (``neutral_heat``, see :mod:`MedFusionLib.colormaps`):
+gray below its knee, so tissue at the PET's background keeps the anatomy's gray."""
+
+_RECOMMENDED_PARAMETERS = {
+    "weight": 0.65,
+    "background_percentile": 50.0,
+    "guide_radius": 2,
+    "guide_eps": 0.01,
+}
 
 RECOMMENDED: dict[str, dict[str, Any]] = {
-    "CT_PET": {"colormap": DEFAULT_COLORMAP, "method": DEFAULT_METHOD, "parameters": {}},
-    "MR_PET": {"colormap": DEFAULT_COLORMAP, "method": DEFAULT_METHOD, "parameters": {}},
+    "CT_PET": {
+        "colormap": DEFAULT_COLORMAP,
+        "method": DEFAULT_METHOD,
+        "parameters": dict(_RECOMMENDED_PARAMETERS),
+    },
+    "MR_PET": {
+        "colormap": DEFAULT_COLORMAP,
+        "method": DEFAULT_METHOD,
+        "parameters": dict(_RECOMMENDED_PARAMETERS),
+    },
 }
 """Colour table, luminance rule and parameters recommended per modality pair, chosen on the 24
-shared patients (``Testing/benchmark_colour_fusion.py``, ``Docs/benchmarks/sts/colour_fusion_exploration.md``)."""
+shared patients (``Testing/benchmark_colour_fusion.py``, ``Docs/benchmarks/sts/colour_fusion_exploration.md``):
+``neutral_heat`` with ``uptake_average`` at its defaults (written out). It replaced ``bmy`` (Kovesi's
+CET-L8), which scored a little lower and tinted every tissue navy blue."""
 
 GAMUT_MODES = ("compress", "reduce_chroma")
 """How chroma that does not fit at the fused lightness is handled (see the module docstring)."""

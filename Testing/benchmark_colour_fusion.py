@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -43,11 +44,12 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from MedFusionLib.colormaps import apply_colormap  # noqa: E402
+from MedFusionLib.colormaps import apply_colormap, srgb_to_lab  # noqa: E402
 from MedFusionLib.functional_fusion import RECOMMENDED, fuse_functional  # noqa: E402
 from MedFusionLib.fusion.runner import fuse_tensors  # noqa: E402
 from MedFusionLib.io import read_image  # noqa: E402
 from MedFusionLib.metrics.clinical import (  # noqa: E402
+    body_mask,
     compute_clinical_metrics,
     display_anatomical,
     normalise_functional,
@@ -60,6 +62,14 @@ SLICER_OPACITY = 0.4
 
 # name: (colour table, luminance method, its parameters, gamut, room); "gray:" rows are gray fusion.
 CANDIDATES: dict[str, tuple[str, str, dict[str, Any], str, float]] = {
+    "neutral_heat+uptake_average": ("neutral_heat", "uptake_average", {}, "compress", 0.0),
+    "neutral_heat+uptake_average(w=0.7)": (
+        "neutral_heat",
+        "uptake_average",
+        {"weight": 0.7},
+        "compress",
+        0.0,
+    ),
     "bmy+uptake_average": ("bmy", "uptake_average", {}, "compress", 0.0),
     "bmy+uptake_average(w=0.7)": ("bmy", "uptake_average", {"weight": 0.7}, "compress", 0.0),
     "bmy+uptake_average(w=0.55,no guide)": (
@@ -81,7 +91,13 @@ CANDIDATES: dict[str, tuple[str, str, dict[str, Any], str, float]] = {
     "slicer_overlay_40": ("pet_heat", "", {}, "", 0.0),
 }
 DEFAULT_CANDIDATES = tuple(CANDIDATES)
-FIGURE_CANDIDATES = ("bmy+uptake_average", "inferno+uptake_average", "bmy+IHS(L*=A)", "slicer_overlay_40")
+FIGURE_CANDIDATES = (
+    "neutral_heat+uptake_average",
+    "bmy+uptake_average",
+    "inferno+uptake_average",
+    "bmy+IHS(L*=A)",
+    "slicer_overlay_40",
+)
 
 
 def patients(data: Path) -> list[str]:
@@ -105,6 +121,20 @@ def fuse_candidate(name: str, display_a: np.ndarray, normalised_p: np.ndarray) -
     return fuse_functional(
         display_a, normalised_p, colormap=table, method=method, parameters=parameters, gamut=gamut, room=room
     )
+
+
+def tissue_chroma(fused: np.ndarray, background: np.ndarray, body: np.ndarray) -> dict[str, float]:
+    """How coloured the anatomy is: CIELAB chroma C*ab of F, mean over the body voxels (lesion
+    excluded) whose P is at or below the body's median P ("tissue at PET background"), and the
+    90th percentile over the whole body (lesion excluded). 0 for gray output."""
+    if fused.ndim == background.ndim:
+        return {"chroma_background": 0.0, "chroma_body_p90": 0.0}
+    chroma_bg = np.hypot(*srgb_to_lab(fused[background])[:, 1:].T)
+    chroma_body = np.hypot(*srgb_to_lab(fused[body])[:, 1:].T)
+    return {
+        "chroma_background": float(chroma_bg.mean()) if chroma_bg.size else float("nan"),
+        "chroma_body_p90": float(np.percentile(chroma_body, 90)) if chroma_body.size else float("nan"),
+    }
 
 
 def rigid_pet_on_mr(folder: Path, mr: Any, pet: Any) -> tuple[Any, float]:
@@ -144,6 +174,8 @@ def measure(
     display_a = display_anatomical(a.array, modality).astype(np.float32)
     normalised_p = normalise_functional(p).astype(np.float32)
     display_s = time.perf_counter() - start  # counted in every row's seconds
+    body = body_mask(a.array, modality) & ~mask
+    background = body & (normalised_p <= np.median(normalised_p[body]))
     for name in names:
         start = time.perf_counter()
         fused = fuse_candidate(name, display_a, normalised_p)
@@ -153,7 +185,7 @@ def measure(
         report = compute_clinical_metrics(
             a.array, p, fused, mask=mask, modality_a=modality, colormap=colormap, spacing=a.spacing
         )
-        rows[name] = {**report.values, "seconds": seconds}
+        rows[name] = {**report.values, "seconds": seconds, **tissue_chroma(fused, background, body)}
         fused_images[name] = fused
     extra = {
         "resample_s": resample_s,
@@ -179,6 +211,8 @@ def summarise(per_patient: dict[str, dict[str, dict[str, float]]], names: list[s
             "min_anatomy_kept": float(min(v["anatomy_kept"] for v in values.values())),
             "delta_E_F": float(np.mean([v["delta_E_F"] for v in values.values()])),
             "delta_E_P": float(np.mean([v["delta_E_P"] for v in values.values()])),
+            "chroma_background": float(np.mean([v["chroma_background"] for v in values.values()])),
+            "chroma_body_p90": float(np.mean([v["chroma_body_p90"] for v in values.values()])),
             "median_seconds": float(statistics.median(v["seconds"] for v in values.values())),
             "per_patient": values,
         }
@@ -232,6 +266,10 @@ def markdown(results: dict[str, Any], command: str, threads: int) -> str:
         "patient with the lowest conspicuity kept; Delta E F = mean absolute CIE 1976 colour difference of",
         "F between lesion and shell (Delta E P the same for P alone through the row's table); seconds =",
         "median time to colour-fuse one patient pair on A's grid (after reading and resampling).",
+        "Anatomy tint (how far from gray the anatomy is shown): C* bg = mean CIELAB chroma C*ab of F over the",
+        "body voxels (lesion excluded) whose P is at or below the body's median P (tissue at PET background),",
+        "C* body p90 = its 90th percentile over the whole body (lesion excluded); patient means. Gray is 0;",
+        "a C* of a few units reads as gray, 20 as a clear tint.",
         "",
         "Targets: conspicuity kept >= 0.90 and anatomy kept >= 0.95 (means), no patient below 0.75",
         "conspicuity, <= 2 s per pair.",
@@ -242,14 +280,15 @@ def markdown(results: dict[str, Any], command: str, threads: int) -> str:
             f"## {pair}",
             "",
             "| candidate | conspicuity kept | anatomy kept | worst patient (conspicuity) | min anatomy "
-            "| Delta E F | Delta E P | s / pair |",
-            "|---|---|---|---|---|---|---|---|",
+            "| Delta E F | Delta E P | C* bg | C* body p90 | s / pair |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, row in rows.items():
             lines.append(
                 f"| {name} | {row['conspicuity_kept']:.3f} | {row['anatomy_kept']:.3f} | "
                 f"{row['worst_patient']} ({row['worst_conspicuity_kept']:.2f}) | {row['min_anatomy_kept']:.3f} | "
-                f"{row['delta_E_F']:.1f} | {row['delta_E_P']:.1f} | {row['median_seconds']:.2f} |"
+                f"{row['delta_E_F']:.1f} | {row['delta_E_P']:.1f} | {row['chroma_background']:.1f} | "
+                f"{row['chroma_body_p90']:.1f} | {row['median_seconds']:.2f} |"
             )
         lines.append("")
     lines += ["Candidates (table, luminance rule, parameters over the rule's defaults):", ""]
@@ -302,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             print(pair, patient, {n: round(r["conspicuity_kept"], 2) for n, r in rows.items()}, flush=True)
         results["pairs"][pair] = summarise(per_patient, names)
         results.setdefault("io", {})[pair] = extras
-    command = "OMP_NUM_THREADS=2 .venv/bin/python Testing/benchmark_colour_fusion.py " + " ".join(
+    command = "OMP_NUM_THREADS=2 .venv/bin/python Testing/benchmark_colour_fusion.py " + shlex.join(
         argv if argv is not None else sys.argv[1:]
     )
     args.out.mkdir(parents=True, exist_ok=True)

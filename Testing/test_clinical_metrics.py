@@ -95,8 +95,8 @@ def test_lab_rejects_wrong_shape():
 
 def test_colour_tables_shape_range_names():
     names = list_colormaps()
-    assert names[0] == DEFAULT_FUNCTIONAL_COLORMAP == "inferno"
-    assert set(names) >= {"inferno", "magma", "pet_heat", "hot", "gray"}
+    assert names[0] == DEFAULT_FUNCTIONAL_COLORMAP == "neutral_heat"
+    assert set(names) >= {"neutral_heat", "inferno", "magma", "bmy", "pet_heat", "hot", "gray"}
     for name in names:
         table = get_colormap(name)
         assert table.shape == (256, 3) and table.dtype == np.float64
@@ -119,6 +119,15 @@ def test_perceptual_tables_rise_in_lightness():
         steps = np.diff(lightness)
         assert describe_colormap(name).perceptual
         assert steps.min() > 0.0 and steps.max() < 2.0 * steps.mean()
+    # neutral_heat: lightness rises at every entry, neighbours differ by nearly the same Delta E*ab,
+    # gray (no chroma) below its knee, saturated warm colour at the top
+    lab = srgb_to_lab(get_colormap("neutral_heat"))
+    steps = delta_e_76(lab[1:], lab[:-1])
+    chroma = np.hypot(lab[:, 1], lab[:, 2])
+    assert describe_colormap("neutral_heat").perceptual
+    assert np.diff(lab[:, 0]).min() > 0.0 and steps.max() < 1.6 * steps.min()
+    assert chroma[:28].max() < 0.5 and chroma[128:240].min() > 40.0
+    assert 4.0 < lab[0, 0] < 6.0 and 94.0 < lab[-1, 0] < 96.0
     # Slicer's PET-Heat rises in lightness too, but unevenly (a knee at entry 87).
     steps = np.diff(srgb_to_lab(get_colormap("pet_heat"))[:, 0])
     assert steps.min() > 0.0 and steps.max() > 5.0 * steps.mean()
