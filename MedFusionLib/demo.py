@@ -145,10 +145,10 @@ def _demo_pair(
             name_b=pair.file_b,
         )
         table = result.summary().get("colormap")
-        label = f"{result.method}{' + ' + table if table else ' (gray)'}"
+        label = f"{result.method} + {table}" if table else f"{result.method} (gray)"
         path = write_image(result.image, out / f"{pair.name}_{method}.nii.gz")
         volumes.append(path)
-        columns.append((f"{label} {result.seconds:.1f} s", result.image))
+        columns.append((label, result.image))
         report(f"{pair.name:14s} {label:32s} {result.seconds:7.2f} s  -> {path}")
     centre = _lesion_centre(SAMPLE_DATA / pair.lesion_mask) if pair.lesion_mask else None
     where = "through the tumour's centre" if centre is not None else "mid-slices"
