@@ -464,7 +464,9 @@ class TestColourInSliceViews:
         picture = np.asarray(PILImage.open(png).convert("RGB")).astype(float)
         red = picture[:, :120]
         chroma = red.max(axis=-1) - red.min(axis=-1)
-        assert chroma.mean() > 30 and np.percentile(chroma, 90) > 80  # colour, not gray
+        # colour, not gray: the default table keeps the anatomy gray and colours the uptake
+        # (measured: 11 % of the view's pixels with chroma > 40, 99th percentile 159; gray shows 0)
+        assert (chroma > 40).mean() > 0.05 and np.percentile(chroma, 99) > 100
         # the colour fusion is shown as it is: no overlay over it
         for composite in mrml._nodes(headless.scene, "vtkMRMLSliceCompositeNode"):
             assert composite.GetBackgroundVolumeID() == fused.GetID()
