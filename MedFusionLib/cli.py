@@ -442,11 +442,17 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    from .benchmark.clinical import benchmark_command, wants_clinical
     from .benchmark.dataset import discover_pair_sets
     from .benchmark.published import peer_rows, published_rows
     from .benchmark.report import write_report
     from .benchmark.run import run_benchmark
 
+    if wants_clinical(args):  # STS_* patients, or --pairs/--patients/--metrics/--figure: 3-D clinical
+        command = (
+            "medfusion " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["benchmark"] else "medfusion benchmark"
+        )
+        return benchmark_command(args, command=command)
     _check_benchmark_options(args)
     dataset = Path(args.dataset)
     out_dir = check_output_folder(args.out, option="--out")  # before the work, not after it
@@ -625,16 +631,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("benchmark", help="fuse and score every pair of a dataset with every method")
     p.add_argument(
-        "dataset", metavar="DATASET", help="folder of pair sets: DATASET/<SET>/<MODALITY>/<id>.png"
+        "dataset",
+        metavar="DATASET",
+        help="folder of pair sets (DATASET/<SET>/<MODALITY>/<id>.png) or of patients (DATASET/STS_NNN/)",
     )
-    p.add_argument("--methods", help="comma-separated methods (default: all)")
+    p.add_argument(
+        "--methods",
+        help="comma-separated methods (default: all); patients also METHOD+TABLE, recommended, slicer_overlay_NN",
+    )
+    p.add_argument("--pairs", help="patients: comma-separated pairs, CT_PET and/or MR_PET (default both)")
+    p.add_argument("--patients", help="patients: comma-separated ids such as STS_007 (default: all)")
+    p.add_argument(
+        "--metrics",
+        help="patients: 3-D grey-level metrics beside the clinical ones (default MI,SCD,Qabf,SSIM,CC; all; none)",
+    )
+    p.add_argument(
+        "--figure", help="patients: the figure's PNG path (default OUT/<DATASET>_tumour_slices.png)"
+    )
     p.add_argument(
         "--out", default="medfusion_benchmark", help="output folder (default ./medfusion_benchmark)"
     )
     p.add_argument("--peers", help="JSON of peer rows measured with the same protocol, shown for comparison")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the fusion calls (default 2)")
-    p.add_argument("--json", action="store_true", help="print {SET: {METHOD: {METRIC: mean}}} as JSON")
+    p.add_argument(
+        "--json", action="store_true", help="print {SET or PAIR: {METHOD: {METRIC: mean, ...}}} as JSON"
+    )
     p.set_defaults(run=cmd_benchmark)
 
     p = sub.add_parser("train", help="train one of MedFusion's fusion networks (reproducible)")

@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from MedFusionLib.benchmark.clinical import PAIRS, discover_patients, slicer_overlay  # noqa: E402
 from MedFusionLib.colormaps import apply_colormap, srgb_to_lab  # noqa: E402
 from MedFusionLib.functional_fusion import RECOMMENDED, fuse_functional  # noqa: E402
 from MedFusionLib.fusion.runner import fuse_tensors  # noqa: E402
@@ -57,7 +58,6 @@ from MedFusionLib.metrics.clinical import (  # noqa: E402
 from MedFusionLib.preprocess import resample_to  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "sts"
-PAIRS = {"CT_PET": ("CT", "CT"), "MR_PET": ("MR", "MR_T1")}
 SLICER_OPACITY = 0.4
 
 # name: (colour table, luminance method, its parameters, gamut, room); "gray:" rows are gray fusion.
@@ -101,15 +101,14 @@ FIGURE_CANDIDATES = (
 
 
 def patients(data: Path) -> list[str]:
-    return sorted(folder.name for folder in data.glob("STS_*") if folder.is_dir())
+    return [patient.id for patient in discover_patients(data, list(PAIRS))]
 
 
 def fuse_candidate(name: str, display_a: np.ndarray, normalised_p: np.ndarray) -> np.ndarray:
     """The fused image of one candidate (RGB, or gray for the ``gray:`` rows)."""
     table, method, parameters, gamut, room = CANDIDATES[name]
     if name == "slicer_overlay_40":
-        foreground = apply_colormap(normalised_p, "pet_heat")
-        return (1.0 - SLICER_OPACITY) * display_a[..., None] + SLICER_OPACITY * foreground
+        return slicer_overlay(display_a, normalised_p, opacity=SLICER_OPACITY)
     if name.startswith("gray:"):
         fused = fuse_tensors(
             torch.from_numpy(display_a.astype(np.float32)),
