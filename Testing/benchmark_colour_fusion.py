@@ -15,7 +15,7 @@ separately), with ``torch.set_num_threads(--threads)``.
 
 Gray rows fuse A's display with P's normalisation (the displays of issue 13) with the registered
 gray method, not the pipeline's own normalisation, so they are close to but not the same numbers
-as ``measure_clinical_anchor.py``.
+as the gray rows of ``medfusion benchmark ../shared/data/sts`` (``Docs/benchmarks/sts.md``).
 
 Run from the project root::
 
