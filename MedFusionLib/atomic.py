@@ -82,7 +82,10 @@ def fsync_directory(path: str | os.PathLike[str]) -> None:
 
 
 def os_error_reason(error: OSError) -> str:
-    """A short reason for an :class:`OSError` (its ``strerror``, lower-case first letter)."""
+    """A short reason for an :class:`OSError` (its ``strerror``, lower-case first letter; a full disk
+    is always named as such)."""
+    if error.errno == errno.ENOSPC:
+        return "no space left on device"
     text = error.strerror or str(error) or type(error).__name__
     return text[:1].lower() + text[1:]
 

@@ -8,7 +8,6 @@ and renamed).
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import math
 import os
@@ -691,7 +690,7 @@ def _error(message: str) -> int:
 
 def _os_error_message(error: OSError) -> str:
     """One line for an :class:`OSError` no command turned into its own error (names the file)."""
-    reason = "no space left on device" if error.errno == errno.ENOSPC else os_error_reason(error)
+    reason = os_error_reason(error)
     return f"{error.filename}: {reason}" if error.filename else reason
 
 

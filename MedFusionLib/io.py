@@ -848,8 +848,7 @@ def write_image(
     except RuntimeError as error:
         raise OutputError(f"cannot write {path}: {_failure_reason(error, path.parent)}") from None
     except OSError as error:
-        reason = "no space left on device" if error.errno == errno.ENOSPC else os_error_reason(error)
-        raise OutputError(f"cannot write {path}: {reason}") from None
+        raise OutputError(f"cannot write {path}: {os_error_reason(error)}") from None
     return path
 
 
@@ -1125,8 +1124,7 @@ def write_transform(
     except _WriteFailed as failure:
         raise OutputError(f"cannot write {path}: {failure}") from None
     except OSError as error:
-        reason = "no space left on device" if error.errno == errno.ENOSPC else os_error_reason(error)
-        raise OutputError(f"cannot write {path}: {reason}") from None
+        raise OutputError(f"cannot write {path}: {os_error_reason(error)}") from None
     return path
 
 
