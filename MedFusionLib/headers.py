@@ -23,6 +23,7 @@ import gzip
 import math
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -320,19 +321,25 @@ _NRRD_ENCODINGS = {
 }  # bzip2 is missing on purpose: ITK's NrrdIO cannot read it (and refuses it from the header)
 
 
-def _header_lines(path: Path, *, stop_at_blank: bool) -> tuple[list[str], int]:
-    """The text lines of a header and the byte offset after them (after the blank line)."""
-    lines: list[str] = []
+def _text_lines(path: Path) -> Iterator[tuple[str, int]]:
+    """Each line of a header's first :data:`_MAX_HEADER_BYTES` bytes and the byte offset after it."""
     with open(path, "rb") as stream:
         while stream.tell() < _MAX_HEADER_BYTES:
             line = stream.readline(_MAX_HEADER_BYTES)
             if not line:
-                break
-            text = line.rstrip(b"\r\n").decode("latin-1")
-            if stop_at_blank and not text:
-                break
-            lines.append(text)
-        return lines, stream.tell()
+                return
+            yield line.rstrip(b"\r\n").decode("latin-1"), stream.tell()
+
+
+def _header_lines(path: Path, *, stop_at_blank: bool) -> tuple[list[str], int]:
+    """The text lines of a header and the byte offset after them (after the blank line)."""
+    lines: list[str] = []
+    end = 0
+    for text, end in _text_lines(path):  # noqa: B007 (the offset after the last line read is kept)
+        if stop_at_blank and not text:
+            break
+        lines.append(text)
+    return lines, end
 
 
 def nrrd_layout(path: Path) -> DataLayout | None:
@@ -397,25 +404,20 @@ def metaimage_layout(path: Path) -> DataLayout | None:
     fields: dict[str, str] = {}
     listed: list[str] | None = None
     end = 0
-    with open(path, "rb") as stream:
-        while stream.tell() < _MAX_HEADER_BYTES:
-            line = stream.readline(_MAX_HEADER_BYTES)
-            if not line:
+    for text, after in _text_lines(path):
+        if listed is not None:
+            if text.strip():
+                listed.append(text.strip())
+            continue
+        key, separator, value = text.partition("=")
+        if not separator:
+            continue
+        fields[key.strip()] = value.strip()
+        if key.strip() == "ElementDataFile":
+            end = after
+            if value.split()[:1] != ["LIST"]:
                 break
-            text = line.rstrip(b"\r\n").decode("latin-1")
-            if listed is not None:
-                if text.strip():
-                    listed.append(text.strip())
-                continue
-            key, separator, value = text.partition("=")
-            if not separator:
-                continue
-            fields[key.strip()] = value.strip()
-            if key.strip() == "ElementDataFile":
-                end = stream.tell()
-                if value.split()[:1] != ["LIST"]:
-                    break
-                listed = []
+            listed = []
     data_file = fields.get("ElementDataFile")
     if data_file is None:
         return None
