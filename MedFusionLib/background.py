@@ -1,46 +1,31 @@
-"""Run a registration + fusion job in a separate process, and watch it from a GUI.
+"""Run a :class:`~MedFusionLib.job.FusionJob` in a separate process, and watch it from a GUI.
 
 The Slicer module never does heavy work on its GUI thread. It writes the two input volumes
-and a job description (JSON) to a work folder and starts this module as a separate process
-(``PythonSlicer -m MedFusionLib.background JOB.json``, the pattern of SlicerMONAIAuto3DSeg).
-The process prints one JSON object per line on stdout::
+and the job (JSON, :meth:`FusionJob.to_mapping <MedFusionLib.job.FusionJob.to_mapping>`) to a
+work folder and starts this module as a separate process (``PythonSlicer -m
+MedFusionLib.background JOB.json``, the pattern of SlicerMONAIAuto3DSeg). The process runs
+:func:`MedFusionLib.job.run_job` and prints one JSON object per line on stdout::
 
-    {"stage": "reading", "progress": 0.0, "message": "reading fixed.nii.gz"}
+    {"stage": "reading", "progress": 0.0, "message": "reading fixed.nii.gz", "pid": 4242}
     {"stage": "fusing", "progress": 0.62, "message": "slab 2 of 4"}
     {"stage": "done", "progress": 1.0, "message": "...", "result": {...}}
 
 Stages, in order: ``reading``, ``registering`` (when asked), ``fusing``, ``writing``,
 ``scoring`` (when metrics are asked), then ``done``; or ``error`` with a one-line message.
 Progress never decreases. The exit status is 0 on success, 2 for errors caused by the input
-(a missing file, an unknown method, a parameter out of range: :class:`MedFusionError`) and
-1 for anything else. Outputs are written under temporary names and renamed, and a failed job
-removes what it wrote, so no half-written output is left behind.
+(:class:`~MedFusionLib.errors.MedFusionError`), 3 when cancelled and 1 for anything else.
 
-:class:`BackgroundJob` is the parent's side, free of Qt: ``start`` launches the process in
-its own process group, a reader thread queues its lines, ``poll`` returns the events that
-arrived since the last call without ever blocking, and ``cancel`` ends the process group and
-removes partial outputs. A GUI calls ``poll`` from a timer (every 100-200 ms).
+:class:`BackgroundJob` is the parent's side, free of Qt: ``start`` launches the process, a
+reader thread queues its lines, ``poll`` returns the events that arrived since the last call
+without ever blocking, and ``cancel`` stops the job and removes partial outputs.
 
-Job keys (JSON):
-    fixed, moving: input image paths (anything :func:`MedFusionLib.io.read_image` reads).
-    output: fused image path (its extension picks the format).
-    transform: optional ``.tfm``/``.txt``/``.h5`` path for the registration transform.
-    registration: ``"none"`` (default), ``"rigid"``, ``"affine"`` or ``"bspline"``.
-    method, parameters, device: as :func:`MedFusionLib.pipeline.fuse_images`; a missing or
-        null ``method`` means the fusion recommended for the modality pair (method, colour
-        table and parameters of :func:`MedFusionLib.recommended.recommended`; ``parameters``
-        then override the recommended ones).
-    colormap: ``"auto"`` (default), ``"none"`` (or null) for gray output, or a colour table
-        name of :mod:`MedFusionLib.colormaps` (see :func:`MedFusionLib.pipeline.fuse_images`).
-        The result summary's ``colormap`` names the table used (null for gray output).
-    window_fixed, window_moving: preset name or ``[level, width]``.
-    modality_fixed, modality_moving: ``"CT"``, ``"MR"``, ``"PET"`` or ``"SPECT"``.
-    interpolation: ``"linear"`` (default), ``"nearest"`` or ``"bspline"``.
-    metrics: optional list of metric names (see ``medfusion metrics``) scored on the result.
-    lesion: optional path of a lesion mask (nonzero inside, any grid overlapping the fixed
-        image); the ``scoring`` stage then adds the result summary's ``clinical`` readout,
-        conspicuity kept and anatomy kept (:func:`MedFusionLib.readout.clinical_readout`), or
-        ``{"error": "..."}`` when they cannot be computed (unknown modalities, for example).
+Cancelling stops the whole process tree on every platform. ``PythonSlicer`` is a launcher that
+starts the real interpreter as its child, and on Windows killing the launcher leaves that child
+running. So the job process does not rely on signals reaching it: a watchdog thread in it exits
+the process (``os._exit``, which works even while the main thread is inside a long ITK or torch
+call) as soon as the parent writes the ``cancel`` file into the work folder, or as soon as the
+parent process itself (``MEDFUSION_PARENT_PID``) is gone. The parent also signals the process
+group (POSIX) or kills the tree (``taskkill /T``, Windows) as a second line.
 """
 
 from __future__ import annotations
@@ -48,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,259 +43,38 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .job import FusionJob, one_line, run_job
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INPUT = 2
+EXIT_CANCELLED = 3
 
 STAGES = ("reading", "registering", "fusing", "writing", "scoring", "done", "error")
-REGISTRATION_TYPES = ("none", "rigid", "affine", "bspline")
-TRANSFORM_SUFFIXES = (".tfm", ".txt", ".h5")
-JOB_KEYS = frozenset(
-    {
-        "fixed",
-        "moving",
-        "output",
-        "transform",
-        "registration",
-        "method",
-        "parameters",
-        "device",
-        "window_fixed",
-        "window_moving",
-        "modality_fixed",
-        "modality_moving",
-        "interpolation",
-        "metrics",
-        "colormap",
-        "lesion",
-    }
-)
-DEFAULT_METRICS = ("EN", "SD", "MI", "SSIM", "VIF", "Qabf")
+CANCEL_FILE = "cancel"
+"""Written into the work folder by :meth:`BackgroundJob.cancel`; the job process exits when it appears."""
+PARENT_PID_VARIABLE = "MEDFUSION_PARENT_PID"
+WATCH_INTERVAL = 0.2
 
 Emit = Callable[[str, float, str], None]
 
 
+def check_job(job: Mapping[str, Any]) -> FusionJob:
+    """Refuse an incomplete or malformed job before any work; returns it as a :class:`FusionJob`."""
+    return FusionJob.from_mapping(job)
+
+
 # --- the child process ------------------------------------------------------------------
-def _window(value: Any) -> str | tuple[float, float] | None:
-    if value is None or isinstance(value, str):
-        return value
-    from .errors import ParameterError
-
-    try:
-        level, width = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"window must be a preset name or [level, width], got {value!r}") from None
-    return level, width
-
-
-def check_job(job: Mapping[str, Any]) -> None:
-    """Refuse an incomplete or malformed job before any work (raises ParameterError/InputError)."""
-    from .errors import ParameterError
-    from .io import check_output_path
-
-    unknown = sorted(set(job) - JOB_KEYS)
-    if unknown:
-        raise ParameterError(f"unknown job key {unknown[0]!r} (known: {', '.join(sorted(JOB_KEYS))})")
-    for key in ("fixed", "moving", "output"):
-        if not job.get(key):
-            raise ParameterError(f"job has no {key!r} path")
-    registration = job.get("registration") or "none"
-    if registration not in REGISTRATION_TYPES:
-        raise ParameterError(
-            f"unknown registration type {registration!r} (use {', '.join(REGISTRATION_TYPES)})"
-        )
-    check_output_path(Path(job["output"]))
-    if job.get("transform"):
-        transform = Path(job["transform"])
-        if transform.suffix.lower() not in TRANSFORM_SUFFIXES:
-            raise ParameterError(f"transform file {transform} must end in {', '.join(TRANSFORM_SUFFIXES)}")
-        if not transform.parent.is_dir():
-            raise ParameterError(f"output folder {transform.parent} does not exist")
-        if registration == "none":
-            raise ParameterError("a transform path was given but registration is 'none'")
-    if job.get("parameters") is not None and not isinstance(job["parameters"], Mapping):
-        raise ParameterError(f"job parameters must be an object, got {job['parameters']!r}")
-    if job.get("method") is not None and not isinstance(job["method"], str):
-        raise ParameterError(f"job method must be a method name or null, got {job['method']!r}")
-    if "colormap" in job:
-        from .pipeline import check_colormap
-
-        check_colormap(job["colormap"], name="job colormap")
-    if job.get("lesion") is not None and not isinstance(job["lesion"], str):
-        raise ParameterError(f"job lesion must be a file path, got {job['lesion']!r}")
-
-
-def _write_transform(transform: Any, path: Path) -> None:
-    from .io import write_transform
-
-    write_transform(transform, path)  # atomic, checked; a full disk is an InputError
-
-
-def run_job(job: Mapping[str, Any], emit: Emit) -> dict[str, Any]:
-    """Do the job in this process, reporting ``emit(stage, progress, message)``.
-
-    Returns the result summary that the ``done`` line carries. Outputs written before a
-    failure are removed before the error propagates.
-    """
-    from .fusion import get_method
-    from .io import check_output_path, read_image, write_image
-    from .pipeline import COLORMAP_AUTO, fuse_images, merge_parameters, plan_fusion
-
-    check_job(job)
-    registration_type = job.get("registration") or "none"
-    method = job.get("method") or None
-    colormap = job.get("colormap", COLORMAP_AUTO)
-    if method is not None:  # a bad method or parameter fails before reading anything
-        get_method(method).resolve_parameters(job.get("parameters"))
-    fixed_path, moving_path = str(job["fixed"]), str(job["moving"])
-    output = Path(job["output"])
-    transform_path = Path(job["transform"]) if job.get("transform") else None
-    device = job.get("device") or "auto"
-    registering = registration_type != "none"
-    fuse_start, fuse_end = (0.45, 0.85) if registering else (0.1, 0.85)
-
-    emit("reading", 0.0, f"reading {fixed_path}")
-    fixed = read_image(fixed_path, modality=job.get("modality_fixed"))
-    emit("reading", 0.05, f"reading {moving_path}")
-    moving = read_image(moving_path, modality=job.get("modality_moving"))
-    check_output_path(output, ndim=fixed.ndim)
-    lesion = read_image(str(job["lesion"])) if job.get("lesion") else None
-    # the recommended method and table depend on the modalities: known once the images are read,
-    # and checked here, before a registration that may take minutes
-    plan = plan_fusion(
-        fixed,
-        moving,
-        method=method,
-        colormap=colormap,
-        name="job colormap",
-        name_a=fixed_path,
-        name_b=moving_path,
-    )
-    spec = get_method(plan.method)
-    spec.resolve_parameters(merge_parameters(plan.parameters, job.get("parameters")))
-
-    registration = None
-    if registering:
-        from .registration import register
-
-        emit("registering", 0.1, f"{registration_type} registration (Mattes mutual information)")
-        registration = register(
-            fixed, moving, type=registration_type, name_fixed=fixed_path, name_moving=moving_path
-        )
-        emit(
-            "registering",
-            fuse_start,
-            f"registered in {registration.seconds:.1f} s, MI {-registration.metric_initial:.4f} -> "
-            f"{-registration.metric_final:.4f}",
-        )
-
-    def progress(done: int, total: int) -> None:
-        emit("fusing", fuse_start + (fuse_end - fuse_start) * done / max(total, 1), f"slab {done} of {total}")
-
-    how = f"{spec.name}" + (f", colour table {plan.colormap}" if plan.colormap else "")
-    emit(
-        "fusing", fuse_start, f"fusing with {how}" + (" (recommended for the pair)" if method is None else "")
-    )
-    result = fuse_images(
-        fixed,
-        moving,
-        method=method,
-        parameters=job.get("parameters"),
-        colormap=colormap,
-        device=device,
-        window_a=_window(job.get("window_fixed")),
-        window_b=_window(job.get("window_moving")),
-        interpolation=job.get("interpolation") or "linear",
-        name_a=fixed_path,
-        name_b=moving_path,
-        progress=progress,
-        transform=None if registration is None else registration.transform,
-    )
-
-    written: list[Path] = []
-    try:
-        emit("writing", fuse_end, f"writing {output}")
-        if transform_path is not None and registration is not None:
-            _write_transform(registration.transform, transform_path)
-            written.append(transform_path)
-        write_image(result.image, output)
-        written.append(output)
-        summary: dict[str, Any] = {
-            "fixed": fixed_path,
-            "moving": moving_path,
-            "output": str(output),
-            "transform": str(transform_path) if written and transform_path in written else None,
-            **result.summary(),
-            "registration": None if registration is None else registration.summary(),
-            "recommended": method is None,
-            "metrics": None,
-            "clinical": None,
-        }
-        if job.get("metrics"):
-            emit("scoring", 0.9, "computing quality metrics")
-            summary["metrics"] = _score(job, fixed, moving, result.image, registration, device)
-        if lesion is not None:
-            emit("scoring", 0.95, "computing the lesion readout (conspicuity kept, anatomy kept)")
-            summary["clinical"] = _clinical(fixed, moving, result, lesion, registration)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
-    return summary
-
-
-def _score(
-    job: Mapping[str, Any], fixed: Any, moving: Any, fused: Any, registration: Any, device: str
-) -> dict:
-    from .metrics.compute import compute_metrics
-    from .metrics.inputs import grey_levels_for_scoring
-    from .preprocess import resample_to
-
-    names = list(job["metrics"]) if isinstance(job["metrics"], (list, tuple)) else list(DEFAULT_METRICS)
-    moving_on_fixed = resample_to(
-        moving, fixed, transform=None if registration is None else registration.transform
-    )
-    grey = grey_levels_for_scoring(
-        fixed,
-        moving_on_fixed,
-        fused,
-        names=("fixed", "moving", "fused"),
-        window_a=_window(job.get("window_fixed")),
-        window_b=_window(job.get("window_moving")),
-    )
-    report = compute_metrics(*grey, metrics=names, device=device, names=("fixed", "moving", "fused"))
-    return report.to_json()
-
-
-def _clinical(fixed: Any, moving: Any, result: Any, lesion: Any, registration: Any) -> dict[str, Any]:
-    """The lesion readout, or ``{"error": reason}``: a readout that cannot be made never fails the fusion."""
-    from .errors import MedFusionError
-    from .readout import clinical_readout
-
-    try:
-        return clinical_readout(
-            fixed,
-            moving,
-            result.image,
-            lesion,
-            colormap=result.colormap,
-            transform=None if registration is None else registration.transform,
-        )
-    except MedFusionError as error:
-        return {"error": _one_line(error)}
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
 def _event_printer(stream: Any) -> tuple[Emit, Callable[..., None]]:
     last = [0.0]
+    first = [True]
 
     def write(stage: str, progress: float, message: str, **extra: Any) -> None:
         last[0] = max(last[0], min(1.0, float(progress)))
         record = {"stage": stage, "progress": round(last[0], 4), "message": message, **extra}
+        if first[0]:
+            record["pid"] = os.getpid()  # the real interpreter, whatever launcher started it
+            first[0] = False
         stream.write(json.dumps(record) + "\n")
         stream.flush()
 
@@ -319,13 +84,69 @@ def _event_printer(stream: Any) -> tuple[Emit, Callable[..., None]]:
     return emit, write
 
 
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (POSIX: signal 0; Windows: its exit code)."""
+    if os.name == "nt":
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        try:
+            code = ctypes.c_ulong()
+            kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+            return code.value == 259  # STILL_ACTIVE
+        finally:
+            kernel32.CloseHandle(handle)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _watch(workdir: Path, parent_pid: int | None, job: Mapping[str, Any], interval: float) -> None:
+    """End this process when the parent asks (cancel file) or is gone, removing partial outputs."""
+    cancel = workdir / CANCEL_FILE
+    while True:
+        if cancel.exists() or (parent_pid is not None and not _process_alive(parent_pid)):
+            remove_outputs(job, created=())
+            os._exit(EXIT_CANCELLED)
+        time.sleep(interval)
+
+
+def start_watchdog(
+    workdir: Path, job: Mapping[str, Any], *, interval: float = WATCH_INTERVAL
+) -> threading.Thread:
+    """Start the thread that ends this process on cancel or when the parent dies."""
+    text = os.environ.get(PARENT_PID_VARIABLE, "")
+    parent_pid = int(text) if text.isdigit() else None
+    thread = threading.Thread(target=_watch, args=(workdir, parent_pid, job, interval), daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m MedFusionLib.background JOB.json``: run the job, print JSON lines."""
+    """``python -m MedFusionLib.background JOB.json``: run the job, print JSON lines.
+
+    Started by :class:`BackgroundJob` (``MEDFUSION_PARENT_PID`` set), it also starts the
+    watchdog that ends the process on cancel or when the parent is gone.
+    """
+    stdout, handler = sys.stdout, signal.getsignal(signal.SIGTERM)
+    sys.stdout = sys.stderr  # stray prints from libraries must not corrupt the event stream
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv), stdout)
+    finally:
+        sys.stdout = stdout
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _main(argv: list[str], stdout: Any) -> int:
     from .errors import MedFusionError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    stdout = sys.stdout
-    sys.stdout = sys.stderr  # stray prints from libraries must not corrupt the event stream
     emit, write = _event_printer(stdout)
 
     def terminate(signum: int, frame: Any) -> None:
@@ -337,22 +158,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise MedFusionError("usage: python -m MedFusionLib.background JOB.json")
         job_path = Path(argv[0])
         try:
-            job = json.loads(job_path.read_text(encoding="utf-8"))
+            mapping = json.loads(job_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise MedFusionError(f"job file not found: {job_path}") from None
         except (OSError, ValueError) as error:
-            raise MedFusionError(f"cannot read job file {job_path}: {_one_line(error)}") from None
-        if not isinstance(job, dict):
+            raise MedFusionError(f"cannot read job file {job_path}: {one_line(error)}") from None
+        if not isinstance(mapping, dict):
             raise MedFusionError(f"job file {job_path} must hold a JSON object")
-        summary = run_job(job, emit)
+        if PARENT_PID_VARIABLE in os.environ:
+            start_watchdog(job_path.resolve().parent, mapping)
+        summary = run_job(FusionJob.from_mapping(mapping), emit=emit).summary()
     except MedFusionError as error:
-        write("error", 0.0, _one_line(error), exit_code=EXIT_INPUT)
+        write("error", 0.0, one_line(error), exit_code=EXIT_INPUT)
         return EXIT_INPUT
     except KeyboardInterrupt:
-        write("error", 0.0, "cancelled", exit_code=EXIT_FAILED)
-        return EXIT_FAILED
+        write("error", 0.0, "cancelled", exit_code=EXIT_CANCELLED)
+        return EXIT_CANCELLED
     except Exception as error:  # noqa: BLE001 - the parent needs one line whatever happened
-        write("error", 0.0, f"{type(error).__name__}: {_one_line(error)}", exit_code=EXIT_FAILED)
+        write("error", 0.0, f"{type(error).__name__}: {one_line(error)}", exit_code=EXIT_FAILED)
         return EXIT_FAILED
     write(
         "done",
@@ -361,6 +184,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         result=summary,
     )
     return EXIT_OK
+
+
+def remove_outputs(job: Mapping[str, Any], *, created: Sequence[Path]) -> None:
+    """Remove the outputs a job created (``created``) and any temporary files left beside its outputs."""
+    for path in created:
+        path.unlink(missing_ok=True)
+        if path.suffix.lower() in (".mhd", ".nhdr", ".hdr"):
+            for data in path.parent.glob(f"{path.stem}.*"):
+                if data.suffix.lower() in (".raw", ".zraw", ".img", ".gz"):
+                    data.unlink(missing_ok=True)
+    for key in ("output", "transform"):
+        if not job.get(key):
+            continue
+        target = Path(job[key])
+        stem = target.name.split(".")[0]
+        if not target.parent.is_dir():
+            continue
+        for leftover in target.parent.glob(f".{stem}*tmp*"):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 # --- the parent side ----------------------------------------------------------------------
@@ -400,13 +245,15 @@ class BackgroundJob:
         self._stdout_closed = False
         self._created: list[Path] = []
         self._launcher: threading.Thread | None = None
+        self.workdir: Path | None = None
+        self.pid: int | None = None  # the job's own interpreter (behind any launcher), once it reports
         self._early_exit: int | None = None  # the status when the job ended before its process
         self._lock = threading.Lock()
 
     # starting -------------------------------------------------------------------------
     def start(
         self,
-        job: Mapping[str, Any],
+        job: FusionJob | Mapping[str, Any],
         workdir: str | os.PathLike[str],
         *,
         prepare: Callable[[], None] | None = None,
@@ -423,6 +270,9 @@ class BackgroundJob:
             raise RuntimeError("this BackgroundJob was already started")
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        if isinstance(job, FusionJob):
+            job = job.to_mapping()
         self.job = {key: (str(value) if isinstance(value, Path) else value) for key, value in job.items()}
         self._created = [
             Path(self.job[key])
@@ -447,7 +297,7 @@ class BackgroundJob:
             prepare()
         except Exception as error:  # noqa: BLE001 - reported to the parent as one line
             code = EXIT_INPUT if isinstance(error, MedFusionError) else EXIT_FAILED
-            self._end_before_launch(code, f"preparing the job failed: {_one_line(error)}")
+            self._end_before_launch(code, f"preparing the job failed: {one_line(error)}")
             return
         with self._lock:
             if self.cancelled:
@@ -465,6 +315,8 @@ class BackgroundJob:
         package_parent = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
         env["PYTHONUNBUFFERED"] = "1"
+        env[PARENT_PID_VARIABLE] = str(os.getpid())
+        (workdir / CANCEL_FILE).unlink(missing_ok=True)
         options: dict[str, Any] = {}
         if os.name == "nt":
             options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(
@@ -525,6 +377,8 @@ class BackgroundJob:
                 self._stdout_closed = True
                 continue
             new.append(event)
+            if isinstance(event.get("pid"), int) and self.pid is None:
+                self.pid = event["pid"]
             if event.get("stage") == "done":
                 self.result = event.get("result")
             elif event.get("stage") == "error":
@@ -583,10 +437,12 @@ class BackgroundJob:
     def stderr(self) -> str:
         return "".join(self._stderr)
 
-    def wait(self, timeout: float | None = None) -> int:
+    def wait(self, timeout: float | None = None, *, idle: Callable[[], Any] | None = None) -> int:
         """Block until the process exits (for scripts and tests, not for a GUI).
 
-        Polls while waiting, so a cancelled process that outlives ``kill_after`` is killed.
+        Polls while waiting (every event stays in :attr:`events`), so a cancelled process that
+        outlives ``kill_after`` is killed; ``idle`` is called between polls (a self-test inside
+        Slicer passes ``slicer.app.processEvents``).
         """
         if self._launcher is not None:
             self._launcher.join(timeout)
@@ -600,6 +456,8 @@ class BackgroundJob:
             self.poll()
             if deadline is not None and time.monotonic() > deadline:
                 raise subprocess.TimeoutExpired(self.process.args, timeout or 0.0)
+            if idle is not None:
+                idle()
             time.sleep(0.05)
         for thread in self._threads:
             thread.join(timeout=5)
@@ -608,10 +466,12 @@ class BackgroundJob:
 
     # cancelling -----------------------------------------------------------------------
     def cancel(self) -> None:
-        """Ask the process group to end, without waiting (safe on a GUI thread).
+        """Stop the job's whole process tree, without waiting (safe on a GUI thread).
 
-        The process is terminated now and killed by :meth:`poll` if it is still running
-        ``kill_after`` seconds later (Python cannot act on a signal during a long ITK call).
+        Writes the ``cancel`` file that the job's own interpreter watches (it exits within
+        :data:`WATCH_INTERVAL` seconds, even behind a launcher such as ``PythonSlicer``), and
+        terminates the process group now; :meth:`poll` kills what is left (the process group on
+        POSIX, the process tree with ``taskkill /T`` on Windows) ``kill_after`` seconds later.
         Once it has exited, :meth:`poll` removes partial outputs and reports ``"cancelled"``.
         """
         with self._lock:  # the launcher checks the flag under the same lock
@@ -621,6 +481,11 @@ class BackgroundJob:
             if self.process is None:  # still preparing: the process will never start
                 return
         if self.process.poll() is None:
+            if self.workdir is not None:
+                try:
+                    (self.workdir / CANCEL_FILE).write_text("cancel\n", encoding="utf-8")
+                except OSError:
+                    pass  # the signals below still end the process
             self._signal(signal.SIGTERM if os.name != "nt" else signal.CTRL_BREAK_EVENT)
             self._kill_at = time.monotonic() + self.kill_after
         self.poll()
@@ -637,40 +502,30 @@ class BackgroundJob:
             self.error = "cancelled"
 
     def _signal(self, signum: int | None) -> None:
+        """Signal the process group (POSIX); on Windows break, or kill the whole tree (``None``)."""
         assert self.process is not None
         try:
             if os.name == "nt":
                 if signum is None:
+                    subprocess.run(
+                        ["taskkill", "/F", "/T", "/PID", str(self.process.pid)],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        timeout=10,
+                        check=False,
+                    )
                     self.process.kill()
                 else:
                     self.process.send_signal(signum)
             else:
                 os.killpg(self.process.pid, signum)
-        except (ProcessLookupError, PermissionError, OSError):
+        except (ProcessLookupError, PermissionError, OSError, subprocess.SubprocessError):
             pass
 
     def remove_outputs(self) -> None:
         """Remove outputs this job created and any temporary files it left beside them."""
-        for path in self._created:
-            path.unlink(missing_ok=True)
-            if path.suffix.lower() in (".mhd", ".nhdr", ".hdr"):
-                for data in path.parent.glob(f"{path.stem}.*"):
-                    if data.suffix.lower() in (".raw", ".zraw", ".img", ".gz"):
-                        data.unlink(missing_ok=True)
-        for key in ("output", "transform"):
-            if not self.job.get(key):
-                continue
-            target = Path(self.job[key])
-            stem = target.name.split(".")[0]
-            if not target.parent.is_dir():
-                continue
-            for leftover in target.parent.glob(f".{stem}*tmp*"):
-                if leftover.is_dir():
-                    import shutil
-
-                    shutil.rmtree(leftover, ignore_errors=True)
-                else:
-                    leftover.unlink(missing_ok=True)
+        remove_outputs(self.job, created=self._created)
 
 
 def run_and_wait(

@@ -37,8 +37,9 @@ from . import __version__
 from .errors import InputError, MedFusionError
 from .image import MODALITIES, Image
 from .io import write_transform
-from .pipeline import COLORMAP_AUTO, FusionResult, fuse_images, merge_parameters, plan_fusion
-from .registration import TRANSFORM_TYPES, register
+from .job import FusionJob, run_job
+from .pipeline import COLORMAP_AUTO, FusionResult, merge_parameters, plan_fusion
+from .registration import TRANSFORM_TYPES
 from .validation import check_device
 
 REGISTRATIONS = ("none", *TRANSFORM_TYPES)
@@ -402,26 +403,21 @@ def fuse_volume_nodes(
     # the rest of the options fail here, before a registration that may take minutes
     spec.resolve_parameters(merge_parameters(plan.parameters, parameters))
     check_device(device)
-    transform = None
-    if registration != "none":
-        transform = register(
-            fixed_image,
-            moving_image,
-            type=registration,
-            name_fixed=fixed.GetName(),
-            name_moving=moving.GetName(),
-        ).transform
-    result = fuse_images(
-        fixed_image,
-        moving_image,
+    job = FusionJob(
+        fixed=fixed_image,
+        moving=moving_image,
+        registration=registration,
         method=method,
         parameters=parameters,
         device=device,
-        transform=transform,
         colormap=colormap,
-        **names,
+        name_fixed=fixed.GetName(),
+        name_moving=moving.GetName(),
     )
-    return add_fusion_result_nodes(result, fixed, moving, registration=registration, transform=transform)
+    result = run_job(job)
+    return add_fusion_result_nodes(
+        result.fusion, fixed, moving, registration=registration, transform=result.sitk_transform
+    )
 
 
 def add_fusion_result_nodes(
@@ -484,6 +480,122 @@ def add_fusion_result_nodes(
         # the result is on the fixed grid: copy the matrix so that the geometry is identical
         _set_ijk_to_ras(output, _ijk_to_ras(fixed))
     return output
+
+
+# --- background jobs on nodes -----------------------------------------------------------------
+def start_background_job(
+    fixed: Any,
+    moving: Any,
+    *,
+    workdir: str | os.PathLike[str] | None = None,
+    python: str | None = None,
+    lesion: Any = None,
+    temporary: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> tuple[Any, FusionJob]:
+    """Run a :class:`~MedFusionLib.job.FusionJob` on two volume nodes in a background process.
+
+    The nodes' voxels are copied now (the scene may change meanwhile; 0.03-0.08 s for a
+    512x512x300 CT on a 2-core machine); the copies are written to ``workdir`` as uncompressed
+    NRRD on a worker thread, and the process (:class:`~MedFusionLib.background.BackgroundJob`)
+    starts when they are written, so this returns at once. The job is checked first: a bad
+    option raises here, in one line, before anything is copied or started.
+
+    Args:
+        fixed, moving: the input volume nodes.
+        workdir: an empty folder for the inputs, the job file and the outputs; ``None`` makes a
+            new ``MedFusion-*`` folder in ``temporary`` (the system's by default), removed again
+            if the job cannot start. The job's ``workdir`` attribute names it.
+        python: the interpreter (``PythonSlicer`` in Slicer).
+        lesion: optional segmentation (first segment, exported on the fixed grid) or label map.
+        options: :class:`~MedFusionLib.job.FusionJob` fields (registration, method, parameters,
+            colormap, device, metrics, modality_fixed, modality_moving, ...). The modalities
+            default to the nodes' ``MedFusion.Modality``/``DICOM.Modality`` attributes.
+
+    Returns:
+        The started :class:`~MedFusionLib.background.BackgroundJob` and the job it runs.
+    """
+    import shutil
+
+    _check_pair(fixed, moving)
+    if workdir is not None:
+        return _start_background_job(fixed, moving, Path(workdir), python, lesion, options)
+    folder = Path(tempfile.mkdtemp(prefix="MedFusion-", dir=temporary))
+    try:
+        return _start_background_job(fixed, moving, folder, python, lesion, options)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _start_background_job(
+    fixed: Any, moving: Any, folder: Path, python: str | None, lesion: Any, options: Mapping[str, Any]
+) -> tuple[Any, FusionJob]:
+    from .background import BackgroundJob
+    from .io import write_image
+
+    paths = {key: str(folder / f"{key}.nrrd") for key in ("fixed", "moving", "lesion")}
+    registration = options.get("registration") or "none"
+    job = FusionJob(
+        fixed=paths["fixed"],
+        moving=paths["moving"],
+        output=str(folder / "fused.nrrd"),
+        transform=str(folder / "transform.h5") if registration != "none" else None,
+        lesion=paths["lesion"] if lesion is not None else None,
+        **{
+            "modality_fixed": _node_modality(fixed),
+            "modality_moving": _node_modality(moving),
+            **{key: value for key, value in options.items() if value is not None or key == "method"},
+        },
+    )
+    job.check()
+    fixed_image = image_from_volume_node(fixed)
+    moving_image = image_from_volume_node(moving)
+    lesion_image = lesion_image_from_node(lesion, fixed) if lesion is not None else None
+
+    def write_inputs() -> None:
+        write_image(fixed_image, paths["fixed"], compress=False)
+        write_image(moving_image, paths["moving"], compress=False)
+        if lesion_image is not None:
+            write_image(lesion_image, paths["lesion"], compress=False)
+
+    runner = BackgroundJob(python)
+    runner.start(job, folder, prepare=write_inputs)
+    return runner, job
+
+
+def add_job_result_nodes(summary: Mapping[str, Any], fixed: Any, moving: Any, *, node: Any = None) -> Any:
+    """Add a finished background job's result (its ``done`` summary) to the fixed node's scene.
+
+    Reads the fused image and the transform the job wrote and calls
+    :func:`add_fusion_result_nodes`. ``node`` is reused when it is still in the scene and of the
+    right kind (an RGB result needs a vector volume, a gray one a scalar volume).
+
+    Raises:
+        InputError: an input node left the scene during the job, or the outputs are missing.
+    """
+    from .io import read_image
+
+    for role, input_node in (("fixed", fixed), ("moving", moving)):
+        if input_node is None or input_node.GetScene() is None:
+            raise InputError(f"the {role} volume was removed from the scene during the fusion")
+    image = read_image(summary["output"])
+    transform = sitk.ReadTransform(summary["transform"]) if summary.get("transform") else None
+    if node is not None and (node.GetScene() is None or node.IsA("vtkMRMLVectorVolumeNode") != image.is_rgb):
+        node = None
+    fusion = FusionResult(
+        image=image,
+        method=summary["method"],
+        parameters=summary["parameters"],
+        device=summary["device"],
+        seconds=float(summary["seconds"]),
+        colour_source=summary.get("colour_source"),
+        colormap=summary.get("colormap"),
+    )
+    registration = (summary.get("registration") or {}).get("type", "none")
+    return add_fusion_result_nodes(
+        fusion, fixed, moving, registration=registration, transform=transform, node=node
+    )
 
 
 # --- the lesion readout ------------------------------------------------------------------------
@@ -685,6 +797,7 @@ def show_fusion(
     opacity: float = 0.5,
     foreground_lut: str = "PET-Heat",
     application_logic: Any = None,
+    fit: bool = True,
 ) -> None:
     """Show ``fused`` in every slice view, optionally with ``foreground`` blended over it.
 
@@ -710,6 +823,8 @@ def show_fusion(
         application_logic: a ``vtkMRMLApplicationLogic`` whose slice logics fit the views
             (``slicer.app.applicationLogic()`` in Slicer). Without slice logics the views are
             fitted from the volume bounds directly.
+        fit: fit the views to the volumes; ``False`` changes only the layers, opacity and colours
+            (a display setting changed on a result the user is looking at).
 
     Raises:
         InputError: ``fused`` missing, opacity out of range, unknown colour table.
@@ -731,6 +846,8 @@ def show_fusion(
         composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
         composite.SetForegroundOpacity(opacity)
         composite.SetLinkedControl(1)
+    if not fit:
+        return
     logics = application_logic.GetSliceLogics() if application_logic is not None else None
     if logics is not None and logics.GetNumberOfItems() > 0:
         for index in range(logics.GetNumberOfItems()):
@@ -738,6 +855,52 @@ def show_fusion(
     else:
         for slice_node in _nodes(scene, "vtkMRMLSliceNode"):
             _fit_slice_node(slice_node, fused)
+
+
+def show_result(
+    output: Any,
+    *,
+    show_foreground: bool = True,
+    foreground_lut: str = "PET-Heat",
+    opacity: float = 0.5,
+    application_logic: Any = None,
+    fit: bool = True,
+) -> None:
+    """Show a MedFusion result with the moving volume it was made from (not the current selection).
+
+    The moving volume (the result's ``MedFusion.MovingNodeID``) is blended on top when
+    ``show_foreground`` and the result is gray; a colour fusion already shows the PET or SPECT
+    in colour, so nothing goes on top of it. See :func:`show_fusion` for the rest.
+    """
+    _check_volume_node(output, "output")
+    scene = output.GetScene()
+    moving = scene.GetNodeByID(output.GetAttribute("MedFusion.MovingNodeID") or "") if scene else None
+    colour_fusion = bool(output.GetAttribute("MedFusion.Colormap"))
+    show_fusion(
+        output,
+        foreground=moving if show_foreground and not colour_fusion else None,
+        opacity=float(opacity),
+        foreground_lut=foreground_lut,
+        application_logic=application_logic,
+        fit=fit,
+    )
+
+
+def load_bundled_samples(scene: Any) -> list[Any]:
+    """Add the sample T1 + PET pair shipped inside MedFusionLib to ``scene`` (offline).
+
+    Each node carries the data's licence in its ``MedFusion.License`` attribute
+    (:data:`~MedFusionLib.slicer_support.SAMPLE_DATA_LICENSE`).
+    """
+    from .io import read_image
+    from .slicer_support import SAMPLE_DATA_LICENSE, bundled_sample_paths
+
+    nodes = []
+    for name, path in bundled_sample_paths().items():
+        node = volume_node_from_image(read_image(path), scene, name)
+        node.SetAttribute("MedFusion.License", SAMPLE_DATA_LICENSE)
+        nodes.append(node)
+    return nodes
 
 
 def _overlay_node(fused: Any, foreground: Any, colour_id: str) -> Any:
@@ -756,6 +919,7 @@ def _overlay_node(fused: Any, foreground: Any, colour_id: str) -> Any:
             "vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(f"{foreground.GetName()} (overlay)")
         )
         overlay.SetAttribute("MedFusion.OverlayOf", foreground.GetID())
+        overlay.SetHideFromEditors(True)  # display-only: not offered as an input or output
         overlay.SetAndObserveImageData(foreground.GetImageData())
         _set_ijk_to_ras(overlay, _ijk_to_ras(foreground))
         display = scene.AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")

@@ -297,3 +297,67 @@ class TestCheckJob:
         runner.wait(10)
         assert json.loads(job_file.read_text())["fixed"] == str(tmp_path / "a.nii.gz")
         assert runner.finished and runner.returncode == 0 and runner.result is None
+
+
+LAUNCHER = """#!{python}
+# Like PythonSlicer (CTK AppLauncher): start the real interpreter as a child that shares this
+# process's pipes, and wait. The child is put in its own session, so that signalling this
+# launcher's process group does not reach it, as killing the launcher on Windows does not.
+import subprocess, sys
+sys.exit(subprocess.call([{python!r}, *sys.argv[1:]], start_new_session=True))
+"""
+
+
+class TestCancelBehindALauncher:
+    """Issue 15 item 3: cancel stops the job's real interpreter even behind a launcher."""
+
+    def test_cancel_reaches_the_interpreter_the_launcher_started(self, tmp_path: Path) -> None:
+        import stat
+        import sys
+
+        launcher = tmp_path / "PythonSlicer"
+        launcher.write_text(LAUNCHER.format(python=sys.executable))
+        launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
+        output = tmp_path / "fused.nrrd"
+        job = {
+            "fixed": mni_path("colin27_ch2_1mm"),
+            "moving": mni_path("spm_PET"),
+            "output": output,
+            "registration": "affine",
+            "device": "cpu",
+        }
+        runner = BackgroundJob(str(launcher), kill_after=1.0)
+        runner.start(job, tmp_path / "work")
+        deadline = time.monotonic() + 60
+        while not any(event["stage"] == "registering" for event in runner.events):
+            runner.poll()
+            assert not runner.finished, runner.stderr[-2000:]
+            assert time.monotonic() < deadline, "registration did not start"
+            time.sleep(0.05)
+        child = runner.pid
+        assert child is not None and child != runner.process.pid  # the launcher's child reported itself
+        runner.cancel()
+        start = time.monotonic()
+        while not runner.finished:
+            runner.poll()
+            assert time.monotonic() - start < 10.0, "the interpreter behind the launcher is still running"
+            time.sleep(0.05)
+        assert runner.cancelled and runner.error == "cancelled" and runner.result is None
+        assert not _running(child) and not output.exists()
+
+
+def _running(pid: int, *, wait: float = 5.0) -> bool:
+    """Whether process ``pid`` still runs after up to ``wait`` seconds (a zombie has ended)."""
+    import os
+
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        status = Path(f"/proc/{pid}/status")
+        if status.exists() and "\nState:\tZ" in status.read_text():
+            return False
+        time.sleep(0.05)
+    return True

@@ -541,3 +541,99 @@ class TestClinicalReadout:
         assert np.isfinite(transform.TransformPoint(point)).all()
         readout = mrml.clinical_readout(sts019["ct"], sts019["pet"], fused, sts019["label_map"])
         assert readout["conspicuity_kept"] is not None and readout["anatomy_kept"] > 0.8
+
+
+class TestBackgroundJobOnNodes:
+    """The Slicer module's Apply without Qt: one FusionJob on nodes, run in a separate process."""
+
+    def test_round_trip_and_the_job_remembers_its_inputs(self, headless, small_mni, tmp_path):
+        import time
+
+        fixed = load_volume(headless.scene, small_mni["spm_T1"], name="T1")
+        moving = load_volume(headless.scene, small_mni["spm_PET"], name="PET")
+        runner, job = mrml.start_background_job(
+            fixed, moving, workdir=tmp_path, registration="rigid", method="average", device="cpu"
+        )
+        assert job.fixed == str(tmp_path / "fixed.nrrd") and job.transform == str(tmp_path / "transform.h5")
+        deadline = time.monotonic() + 120
+        while not runner.finished:
+            runner.poll()
+            assert time.monotonic() < deadline, runner.stderr[-2000:]
+            time.sleep(0.05)
+        assert runner.returncode == 0, runner.error
+        output = mrml.add_job_result_nodes(runner.result, fixed, moving)
+        assert output.GetAttribute("MedFusion.Registration") == "rigid"
+        assert output.GetAttribute("MedFusion.MovingNodeID") == moving.GetID()
+        assert headless.scene.GetNodeByID(output.GetAttribute("MedFusion.TransformNodeID")) is not None
+        headless.scene.RemoveNode(moving)
+        with pytest.raises(InputError, match="moving volume was removed"):
+            mrml.add_job_result_nodes(runner.result, fixed, moving)
+
+    def test_a_bad_option_fails_before_anything_is_written(self, headless, small_mni, tmp_path):
+        from MedFusionLib.errors import ParameterError
+
+        fixed = load_volume(headless.scene, small_mni["spm_T1"], name="T1")
+        moving = load_volume(headless.scene, small_mni["spm_PET"], name="PET")
+        with pytest.raises(ParameterError, match="eps2"):
+            mrml.start_background_job(fixed, moving, workdir=tmp_path, method="gff", parameters={"eps2": 0.0})
+        assert list(tmp_path.iterdir()) == []
+
+    def test_without_a_workdir_a_temporary_folder_is_made_and_removed_on_failure(
+        self, headless, small_mni, tmp_path
+    ):
+        from MedFusionLib.errors import ParameterError
+
+        fixed = load_volume(headless.scene, small_mni["spm_T1"], name="T1")
+        moving = load_volume(headless.scene, small_mni["spm_PET"], name="PET")
+        with pytest.raises(ParameterError, match="eps2"):
+            mrml.start_background_job(
+                fixed, moving, temporary=tmp_path, method="gff", parameters={"eps2": 0.0}
+            )
+        assert list(tmp_path.iterdir()) == []  # the folder it made is gone again
+        runner, job = mrml.start_background_job(
+            fixed, moving, temporary=tmp_path, registration="none", method="average", device="cpu"
+        )
+        runner.wait(timeout=120)
+        assert runner.returncode == 0, runner.error
+        assert runner.workdir.parent == tmp_path and runner.workdir.name.startswith("MedFusion-")
+        assert Path(job.output).parent == runner.workdir and Path(job.output).is_file()
+
+
+class TestSlicerModuleHelpers:
+    """What the Slicer module's logic delegates to the bridge: sample data and showing a result."""
+
+    def test_bundled_samples_carry_their_licence(self, headless):
+        nodes = mrml.load_bundled_samples(headless.scene)
+        assert [n.GetName() for n in nodes] == ["MedFusionT1", "MedFusionPET"]
+        assert all(n.GetAttribute("MedFusion.License").startswith("GPL-2.0") for n in nodes)
+        assert all(n.GetImageData().GetDimensions()[0] > 1 for n in nodes)
+        for node in nodes:
+            headless.scene.RemoveNode(node)
+
+    def test_show_result_overlays_the_results_own_moving_volume_unless_it_is_in_colour(self, headless):
+        scene = headless.scene
+        rng = np.random.default_rng(0)
+        fixed, moving, other = (
+            mrml.volume_node_from_image(
+                Image.from_array(rng.random((6, 8, 8)).astype(np.float32)), scene, name
+            )
+            for name in ("fixed", "moving", "other")
+        )
+        fused = mrml.volume_node_from_image(
+            Image.from_array(rng.random((6, 8, 8)).astype(np.float32)), scene, "fused"
+        )
+        fused.SetAttribute("MedFusion.MovingNodeID", moving.GetID())
+        composites = [scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode") for i in range(3)]
+        mrml.show_result(fused, show_foreground=True, opacity=0.3, fit=False)
+        for composite in composites:
+            assert composite.GetBackgroundVolumeID() == fused.GetID()
+            overlay = scene.GetNodeByID(composite.GetForegroundVolumeID())
+            assert overlay.GetAttribute("MedFusion.OverlayOf") == moving.GetID()  # not `other`
+            assert composite.GetForegroundOpacity() == pytest.approx(0.3)
+        mrml.show_result(fused, show_foreground=False, fit=False)
+        assert all(c.GetForegroundVolumeID() is None for c in composites)
+        fused.SetAttribute("MedFusion.Colormap", "neutral_heat")  # a colour fusion shows the PET already
+        mrml.show_result(fused, show_foreground=True, fit=False)
+        assert all(c.GetForegroundVolumeID() is None for c in composites)
+        for node in (fixed, moving, other, fused):
+            scene.RemoveNode(node)

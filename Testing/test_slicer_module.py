@@ -1,21 +1,18 @@
 """What can be checked of the Slicer module without the Slicer application.
 
 The .ui, the CMake files, the catalog entry and the icon are checked as files; MedFusion.py is
-compiled and parsed, and imported with small stand-ins for the Qt/application layer that
-slicer-core lacks (``qt``, ``slicer.i18n``, ``slicer.parameterNodeWrapper``,
-``slicer.ScriptedLoadableModule``) so that its logic runs on a real MRML scene.
+compiled and parsed, and imported on real Qt widgets (PySide6) and a real MRML scene, with the
+project's stand-ins for the qMRML/CTK widgets, the application, the parameter node wrapper and
+the scripted-module classes (see ``slicer_stand_ins``).
 """
 
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import py_compile
 import re
-import sys
 import time
-import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -133,7 +130,7 @@ class TestFiles:
             "onCancelButton",
             "onPollJob",
         } <= methods
-        assert {"checkDependencies", "initializeParameterNode", "setParameterNode"} <= methods
+        assert {"ensureDependencies", "initializeParameterNode", "setParameterNode"} <= methods
         tests = {f.name for f in classes["MedFusionTest"].body if isinstance(f, ast.FunctionDef)}
         assert {"setUp", "runTest", "test_MedFusion1"} <= tests
         decorators = [ast.unparse(d) for d in classes["MedFusionParameterNode"].decorator_list]
@@ -196,80 +193,29 @@ class TestFiles:
             assert icon.format == "PNG" and icon.size == (128, 128)
 
 
-# --- MedFusion.py imported with stand-ins for the application layer ------------------------------
-def _stand_ins() -> dict[str, types.ModuleType]:
-    """Minimal doubles for what slicer-core lacks: Qt and the scripted-module base classes."""
-    import slicer
-
-    qt = types.ModuleType("qt")
-    qt.Qt = types.SimpleNamespace(ToolTipRole=3)
-
-    class QTableWidgetItem:
-        def __init__(self, text: str = "") -> None:
-            self._text, self._toolTip = text, ""
-
-        def text(self) -> str:
-            return self._text
-
-        def toolTip(self) -> str:
-            return self._toolTip
-
-        def setToolTip(self, text: str) -> None:
-            self._toolTip = text
-
-    class QLabel:
-        def __init__(self, text: str = "") -> None:
-            self.text = text
-
-    qt.QTableWidgetItem = QTableWidgetItem
-    qt.QLabel = QLabel
-    i18n = types.ModuleType("slicer.i18n")
-    i18n.tr = lambda text: text
-    i18n.translate = lambda context, text: text
-
-    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
-    wrapper.parameterNodeWrapper = lambda cls: cls
-    wrapper.Choice = lambda choices: ("Choice", tuple(choices))
-    wrapper.WithinRange = lambda low, high: ("WithinRange", low, high)
-
-    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
-
-    class ScriptedLoadableModuleLogic:
-        def getParameterNode(self):
-            return slicer.vtkMRMLScriptedModuleNode()
-
-    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleTest"):
-        setattr(scripted, name, type(name, (), {}))
-    scripted.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
-    return {
-        "qt": qt,
-        "slicer.i18n": i18n,
-        "slicer.parameterNodeWrapper": wrapper,
-        "slicer.ScriptedLoadableModule": scripted,
-    }
-
-
+# --- MedFusion.py imported on real Qt widgets and the stand-ins of slicer_stand_ins --------------
 @pytest.fixture()
-def module(monkeypatch: pytest.MonkeyPatch):
-    slicer = pytest.importorskip("slicer")
-    for name, double in _stand_ins().items():
-        monkeypatch.setitem(sys.modules, name, double)
-        if name.startswith("slicer."):
-            monkeypatch.setattr(slicer, name.split(".", 1)[1], double, raising=False)
-    spec = importlib.util.spec_from_file_location("MedFusion", SCRIPT)
-    loaded = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "MedFusion", loaded)
-    spec.loader.exec_module(loaded)
-    return loaded
-
-
-@pytest.fixture()
-def scene_with_pair():
+def harness(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     pytest.importorskip("slicer")
+    import slicer_stand_ins
+
+    reason = slicer_stand_ins.pyside6_or_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    yield from slicer_stand_ins.install(monkeypatch, tmp_path, SCRIPT)
+
+
+@pytest.fixture()
+def module(harness):
+    return harness.module
+
+
+@pytest.fixture()
+def scene_with_pair(harness):
     from MedFusionLib import mrml
     from MedFusionLib.io import read_image
 
-    headless = mrml.new_scene()
+    headless = harness.headless  # the application's scene (slicer.mrmlScene); the harness closes it
     fixed = mrml.volume_node_from_image(read_image(mni_path("spm_T1")), headless.scene, "T1")
     moving = mrml.volume_node_from_image(read_image(mni_path("spm_PET")), headless.scene, "PET")
     return headless, fixed, moving
@@ -290,7 +236,7 @@ class TestLogic:
 
         headless, fixed, moving = scene_with_pair
         before = [slicer.util.arrayFromVolume(n).copy() for n in (fixed, moving)]
-        assert module.MedFusionLogic.missingDependencies() == []
+        assert module.MedFusionLogic.missingRequirements() == []
         output = module.MedFusionLogic().process(
             fixed, moving, method="average", registration="none", device="cpu"
         )
@@ -340,92 +286,44 @@ class TestLogic:
         shutil.rmtree(context["workdir"])
 
 
-# --- the widget's colour table, recommended method and readout, with stand-in widgets -------------
-class FakeComboBox:
-    """The few QComboBox calls the widget makes."""
-
-    def __init__(self) -> None:
-        self.items: list[list] = []
-        self.currentIndex = -1
-
-    def blockSignals(self, block: bool) -> bool:
-        return False
-
-    def clear(self) -> None:
-        self.items, self.currentIndex = [], -1
-
-    def addItem(self, text: str, data=None) -> None:
-        self.items.append([text, data, ""])
-        if self.currentIndex < 0:
-            self.currentIndex = 0
-
-    def setItemData(self, index: int, value, role) -> None:
-        self.items[index][2] = value
-
-    def itemData(self, index: int):
-        return self.items[index][1]
-
-    def findData(self, data) -> int:
-        return next((i for i, item in enumerate(self.items) if item[1] == data), -1)
-
-    @property
-    def count(self) -> int:
-        return len(self.items)
-
-
-class FakeTable:
-    def __init__(self) -> None:
-        self.rows: dict[int, dict[int, object]] = {}
-
-    def setRowCount(self, count: int) -> None:
-        self.rows = {row: {} for row in range(count)}
-
-    def setItem(self, row: int, column: int, item) -> None:
-        self.rows[row][column] = item
-
-    def texts(self) -> list[tuple[str, str]]:
-        return [(cells[0].text(), cells[1].text()) for _, cells in sorted(self.rows.items())]
-
-
-def _widget(module, **ui):
-    widget = module.MedFusionWidget.__new__(module.MedFusionWidget)
-    widget.ui = types.SimpleNamespace(**ui)
-    widget.logic = module.MedFusionLogic()
-    widget._parameterNode = None
-    return widget
-
-
+# --- the widget's colour table, recommended method and readout, on the real panel ----------------
 STS019 = ROOT.parent / "shared" / "data" / "sts" / "STS_019"
 
 
 class TestColourAndReadout:
-    def test_colour_table_entries_and_defaults(self, module) -> None:
+    def test_colour_table_entries_and_defaults(self, harness) -> None:
         from MedFusionLib.colormaps import list_colormaps
 
-        assert module.MedFusionParameterNode.colormap == "auto"
-        assert module.MedFusionParameterNode.method == ""  # recommended for the pair
-        assert module.MedFusionParameterNode.fixedModality == "auto"
-        widget = _widget(module, colormapComboBox=FakeComboBox())
-        widget._fillColormaps()
-        combo = widget.ui.colormapComboBox
-        assert [data for _, data, _ in combo.items] == ["auto", *list_colormaps(), "none"]
-        assert combo.items[0][0] == "auto (recommended)" and combo.items[-1][0] == "none (gray)"
+        panel = harness.widget()
+        node = panel._parameterNode
+        assert (node.colormap, node.method, node.fixedModality) == ("auto", "", "auto")
+        combo = panel.ui.colormapComboBox
+        items = [
+            (combo.itemText(i), combo.itemData(i), combo.itemData(i, harness.qt.Qt.ToolTipRole))
+            for i in range(combo.count)
+        ]
+        assert [data for _, data, _ in items] == ["auto", *list_colormaps(), "none"]
+        assert items[0][0] == "auto (recommended)" and items[-1][0] == "none (gray)"
         assert combo.currentIndex == 0 and combo.findData("auto") == 0
-        assert all(tip for _, _, tip in combo.items)
+        assert all(tip for _, _, tip in items)
+        combo.currentIndex = combo.findData("none")  # the user picks gray
+        assert node.colormap == "none"
+        panel.cleanup()
 
-    def test_method_selector_starts_with_the_recommended_fusion(self, module) -> None:
+    def test_method_selector_starts_with_the_recommended_fusion(self, harness) -> None:
         from MedFusionLib.recommended import GRAY_METHOD, recommended
 
-        widget = _widget(module, methodComboBox=FakeComboBox(), statusLabel=types.SimpleNamespace(text=""))
-        widget._fillMethods()
-        first = widget.ui.methodComboBox.items[0]
-        assert first[:2] == ["recommended for the pair", ""]
+        panel = harness.widget()
+        combo = panel.ui.methodComboBox
+        first = [combo.itemText(0), combo.itemData(0), combo.itemData(0, harness.qt.Qt.ToolTipRole)]
+        assert first[:2] == ["recommended for the pair", ""] and combo.currentIndex == 0
         choice = recommended("CT", "PET")
         assert choice.method in first[2] and str(choice.colormap) in first[2] and GRAY_METHOD in first[2]
-        assert widget.ui.methodComboBox.findData("laplacian_pyramid") > 0
+        assert combo.findData("laplacian_pyramid") > 0
+        panel.cleanup()
 
     def test_job_carries_colormap_and_method_none_and_the_readout_shows_the_two_measures(
-        self, module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        self, harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Apply with the defaults and a label map of the tumour: the job, the result, the readout text."""
         import slicer
@@ -435,66 +333,62 @@ class TestColourAndReadout:
         from MedFusionLib.recommended import recommended
 
         monkeypatch.setenv("TMPDIR", str(tmp_path))
-        headless = mrml.new_scene()
-        try:
-            scene = headless.scene
-            ct = mrml.volume_node_from_image(read_image(STS019 / "CT_image.nii.gz"), scene, "CT")
-            pet = mrml.volume_node_from_image(read_image(STS019 / "PET_image.nii.gz"), scene, "PET")
-            ct.SetAttribute("DICOM.Modality", "CT")
-            mask = read_image(STS019 / "CT_mask.nii.gz")
-            lesion = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "tumour")
-            slicer.util.updateVolumeFromArray(lesion, np.ascontiguousarray(mask.array))
-            lesion.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(mrml._ras_matrix_of(mask)))
+        module, headless = harness.module, harness.headless
+        scene = headless.scene
+        ct = mrml.volume_node_from_image(read_image(STS019 / "CT_image.nii.gz"), scene, "CT")
+        pet = mrml.volume_node_from_image(read_image(STS019 / "PET_image.nii.gz"), scene, "PET")
+        ct.SetAttribute("DICOM.Modality", "CT")
+        mask = read_image(STS019 / "CT_mask.nii.gz")
+        lesion = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "tumour")
+        slicer.util.updateVolumeFromArray(lesion, np.ascontiguousarray(mask.array))
+        lesion.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(mrml._ras_matrix_of(mask)))
 
-            node = module.MedFusionParameterNode
-            logic = module.MedFusionLogic()
-            context = logic.startJob(
-                ct,
-                pet,
-                method=node.method or None,
-                parameters={},
-                registration="none",
-                device="cpu",
-                metrics=["EN"],
-                colormap=node.colormap,
-                lesion=lesion,
-                modalityFixed=None,  # "auto": the CT's DICOM.Modality attribute
-                modalityMoving="PET",  # the PET has no attribute: the user's choice
-            )
-            spec = context["spec"]
-            assert spec["method"] is None and spec["colormap"] == "auto"
-            assert (spec["modality_fixed"], spec["modality_moving"]) == ("CT", "PET")
-            assert spec["lesion"].endswith("lesion.nrrd")
-            job = context["job"]
-            deadline = time.monotonic() + 120
-            while not job.finished:
-                job.poll()
-                assert time.monotonic() < deadline, job.stderr[-2000:]
-                time.sleep(0.1)
-            assert job.returncode == 0, job.error
-            result = job.result
-            assert result["colormap"] == recommended("CT", "PET").colormap and result["recommended"]
+        logic = module.MedFusionLogic()
+        node = logic.getParameterNode()  # the defaults a new scene starts with
+        context = logic.startJob(
+            ct,
+            pet,
+            method=node.method or None,
+            parameters={},
+            registration="none",
+            device="cpu",
+            metrics=["EN"],
+            colormap=node.colormap,
+            lesion=lesion,
+            modalityFixed=None,  # "auto": the CT's DICOM.Modality attribute
+            modalityMoving="PET",  # the PET has no attribute: the user's choice
+        )
+        spec = context["spec"]
+        assert spec["method"] is None and spec["colormap"] == "auto"
+        assert (spec["modality_fixed"], spec["modality_moving"]) == ("CT", "PET")
+        assert spec["lesion"].endswith("lesion.nrrd")
+        job = context["job"]
+        deadline = time.monotonic() + 120
+        while not job.finished:
+            job.poll()
+            assert time.monotonic() < deadline, job.stderr[-2000:]
+            time.sleep(0.1)
+        assert job.returncode == 0, job.error
+        result = job.result
+        assert result["colormap"] == recommended("CT", "PET").colormap and result["recommended"]
 
-            widget = _widget(module, metricsTable=FakeTable())
-            widget._fillMetrics(result)
-            rows = dict(widget.ui.metricsTable.texts())
-            assert set(rows) == {"EN", "Conspicuity kept", "Anatomy kept"}
-            assert rows["Conspicuity kept"] == f"{result['clinical']['conspicuity_kept']:.2f}"
-            assert 0.6 < float(rows["Conspicuity kept"]) < 1.3 and 0.85 < float(rows["Anatomy kept"]) <= 1.0
+        panel = harness.widget()
+        panel._fillMetrics(result)
+        table = panel.ui.metricsTable
+        rows = {table.item(r, 0).text(): table.item(r, 1).text() for r in range(table.rowCount)}
+        assert set(rows) == {"EN", "Conspicuity kept", "Anatomy kept"}
+        assert rows["Conspicuity kept"] == f"{result['clinical']['conspicuity_kept']:.2f}"
+        assert 0.6 < float(rows["Conspicuity kept"]) < 1.3 and 0.85 < float(rows["Anatomy kept"]) <= 1.0
 
-            output = logic.loadJobResult(context)
-            assert output.IsA("vtkMRMLVectorVolumeNode")
-            assert output.GetAttribute("MedFusion.Colormap") == result["colormap"]
-            # the same readout from the scene (what the logic offers the Python console)
-            again = logic.readout(ct, pet, output, lesion, modalityMoving="PET")
-            assert again["conspicuity_kept"] == pytest.approx(
-                result["clinical"]["conspicuity_kept"], abs=0.01
-            )
-            import shutil
+        output = logic.loadJobResult(context)
+        assert output.IsA("vtkMRMLVectorVolumeNode")
+        assert output.GetAttribute("MedFusion.Colormap") == result["colormap"]
+        # the same readout from the scene (what the logic offers the Python console)
+        again = logic.readout(ct, pet, output, lesion, modalityMoving="PET")
+        assert again["conspicuity_kept"] == pytest.approx(result["clinical"]["conspicuity_kept"], abs=0.01)
+        import shutil
 
-            shutil.rmtree(context["workdir"])
-        finally:
-            headless.close()
+        shutil.rmtree(context["workdir"])
 
     def test_readout_without_lesion_and_when_it_cannot_be_made(self, module) -> None:
         rows = module.MedFusionLogic.readoutRows({"metrics": {"EN": 6.5, "SSIM": None}, "clinical": None})
