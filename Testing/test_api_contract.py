@@ -60,7 +60,7 @@ def test_integer_bool_and_complex_tensors_are_refused_by_every_method(
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
-@pytest.mark.parametrize("method", ["laplacian_pyramid", "dense_fusion_net"])
+@pytest.mark.parametrize("method", ["laplacian_pyramid", "gain_fusion_net"])
 def test_floating_tensors_of_any_precision_fuse_and_keep_their_dtype(method: str, dtype: torch.dtype) -> None:
     a, b = (torch.from_numpy(x) for x in _pair((32, 32)))
     fused = fuse_tensors(a.to(dtype), b.to(dtype), method=method)
@@ -334,31 +334,86 @@ CLI_CASES = {
     "benchmark methods": (["benchmark", "{tmp}", "--out", "{tmp}/bo", "--methods", ","], "--methods"),
     "benchmark volumes": (["benchmark", "{tmp}/volumes", "--out", "{tmp}/bo"], "DATASET/<SET>/<MODALITY>"),
     "train threads 0": (
-        ["train", "dense_fusion_net", "--data", "{tmp}", "--out", "{tmp}/w.safetensors", "--threads", "0"],
+        [
+            "train",
+            "gain_fusion_net",
+            "--pair",
+            "MRI_PET",
+            "--data",
+            "{tmp}",
+            "--out",
+            "{tmp}/w.safetensors",
+            "--threads",
+            "0",
+        ],
         "--threads",
     ),
-    "train epochs 0": (
-        ["train", "dense_fusion_net", "--data", "{tmp}", "--out", "{tmp}/w.safetensors", "--epochs", "0"],
-        "--epochs",
+    "train without pair": (
+        ["train", "gain_fusion_net", "--data", "{tmp}", "--out", "{tmp}/w.safetensors"],
+        "--pair",
+    ),
+    "train unknown pair": (
+        ["train", "gain_fusion_net", "--pair", "PET_CT", "--data", "{tmp}", "--out", "{tmp}/w.safetensors"],
+        "PET_CT",
     ),
     "train steps -1": (
-        ["train", "liu_cnn", "--data", "{tmp}", "--out", "{tmp}/w.safetensors", "--steps", "-1"],
+        [
+            "train",
+            "gain_fusion_net",
+            "--pair",
+            "MRI_CT",
+            "--data",
+            "{tmp}",
+            "--out",
+            "{tmp}/w.safetensors",
+            "--steps",
+            "-1",
+        ],
         "--steps",
     ),
-    "train batch 1 (liu_cnn)": (
-        ["train", "liu_cnn", "--data", "{tmp}", "--out", "{tmp}/w.safetensors", "--batch", "1"],
+    "train batch 0": (
+        [
+            "train",
+            "gain_fusion_net",
+            "--pair",
+            "MRI_CT",
+            "--data",
+            "{tmp}",
+            "--out",
+            "{tmp}/w.safetensors",
+            "--batch",
+            "0",
+        ],
         "--batch",
     ),
-    "train crop 8": (
-        ["train", "dense_fusion_net", "--data", "{tmp}", "--out", "{tmp}/w.safetensors", "--crop", "8"],
-        "--crop",
-    ),
-    "train crop for liu_cnn": (
-        ["train", "liu_cnn", "--data", "{tmp}", "--out", "{tmp}/w.safetensors", "--crop", "64"],
+    "train crop 32": (
+        [
+            "train",
+            "gain_fusion_net",
+            "--pair",
+            "MRI_SPECT",
+            "--data",
+            "{tmp}",
+            "--out",
+            "{tmp}/w.safetensors",
+            "--crop",
+            "32",
+        ],
         "--crop",
     ),
     "train seed -1": (
-        ["train", "dense_fusion_net", "--data", "{tmp}", "--out", "{tmp}/w.safetensors", "--seed", "-1"],
+        [
+            "train",
+            "gain_fusion_net",
+            "--pair",
+            "MRI_PET",
+            "--data",
+            "{tmp}",
+            "--out",
+            "{tmp}/w.safetensors",
+            "--seed",
+            "-1",
+        ],
         "--seed",
     ),
 }

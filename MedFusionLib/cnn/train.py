@@ -1,4 +1,4 @@
-"""The training loop of the project's fusion networks (``medfusion train``).
+"""The training loop of the project's fusion network (``medfusion train``).
 
 Reproducible: the seed fixes the network's initial weights and every batch; training uses
 the CPU threads it is given (``torch.set_num_threads``). The result is a weights file (a
@@ -21,25 +21,20 @@ import torch
 
 from ..atomic import write_text
 from ..errors import ParameterError
-from .data import FocusPatches, TrainingVolumes
-from .losses import LossWeights, fusion_loss
-from .networks import DenseFusionNet, SiameseFocusNet
+from .data import (
+    MODALITY_PAIRS,
+    PatientSlices,
+    TrainingVolumes,
+    contrast_window,
+    pseudo_colour,
+    pseudo_colour_luminances,
+)
+from .losses import InformationWeights, information_loss
+from .networks import GainFusionNet
 from .weights import save_state_dict
 
-NETWORKS = {"dense_fusion_net": DenseFusionNet, "liu_cnn": SiameseFocusNet}
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Training options (the defaults are the recipe of the shipped weights)."""
-
-    epochs: int = 6
-    steps_per_epoch: int = 100
-    batch: int = 16
-    crop: int = 96
-    learning_rate: float = 2e-3
-    seed: int = 20261201
-    loss: LossWeights = field(default_factory=LossWeights)
+NETWORKS = {"gain_fusion_net": GainFusionNet}
+"""The networks ``medfusion train`` trains."""
 
 
 def _save_with_record(
@@ -73,127 +68,115 @@ def _save_with_record(
     return record
 
 
-def train_network(
-    name: str,
-    *,
-    volumes: TrainingVolumes,
-    out: str | os.PathLike[str],
-    recipe: Recipe = Recipe(),
-    config: dict[str, int] | None = None,
-    data_description: str = "",
-    log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Train network ``name`` on ``volumes``; write the weights and their record; return the record.
-
-    ``config``: constructor arguments of the network (default: its defaults, the shipped shape).
-    """
-    if name not in NETWORKS:
-        raise ParameterError(f"unknown network {name!r} (trainable: {', '.join(NETWORKS)})")
-    if recipe.epochs < 1 or recipe.steps_per_epoch < 1 or recipe.batch < 1 or recipe.crop < 16:
-        raise ParameterError("epochs, steps per epoch and batch must be at least 1, crop at least 16")
-    torch.manual_seed(recipe.seed)
-    rng = np.random.default_rng(recipe.seed)
-    net = NETWORKS[name](**(config or {}))
-    optimiser = torch.optim.Adam(net.parameters(), lr=recipe.learning_rate)
-    total_steps = recipe.epochs * recipe.steps_per_epoch
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, total_steps)
-    # a fixed held-out draw (its own seed) scored before and after: did the network learn?
-    check_a, check_b = volumes.batch(
-        np.random.default_rng(recipe.seed + 1), size=recipe.crop, count=2 * recipe.batch
-    )
-
-    def check_loss() -> float:
-        with torch.no_grad():
-            return float(fusion_loss(net(check_a, check_b), check_a, check_b, recipe.loss)[0])
-
-    before = check_loss()
-    curve: list[float] = []
-    start = time.perf_counter()
-    for epoch in range(recipe.epochs):
-        losses = []
-        for _ in range(recipe.steps_per_epoch):
-            a, b = volumes.batch(rng, size=recipe.crop, count=recipe.batch)
-            loss, _terms = fusion_loss(net(a, b), a, b, recipe.loss)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            losses.append(float(loss.detach()))
-        curve.append(float(np.mean(losses)))
-        if log:
-            log(
-                f"epoch {epoch + 1}/{recipe.epochs}: loss {curve[-1]:.5f} ({time.perf_counter() - start:.0f} s)"
-            )
-    return _save_with_record(
-        name,
-        net,
-        out,
-        recipe={**asdict(recipe), "loss": asdict(recipe.loss)},
-        data_description=data_description,
-        seconds=time.perf_counter() - start,
-        results={
-            "loss_per_epoch": [round(v, 6) for v in curve],
-            "check_loss": {"before": round(before, 6), "after": round(check_loss(), 6)},
-        },
-    )
-
-
 @dataclass(frozen=True)
-class FocusRecipe:
-    """Training options of the Siamese focus classifier (defaults: the shipped weights' recipe)."""
+class GainRecipe:
+    """Training options of :class:`GainFusionNet` (the defaults are the shipped weights' recipe).
 
-    steps: int = 2000
-    batch: int = 128
-    learning_rate: float = 1e-3
-    seed: int = 20261201
+    ``patients``: the share of each batch drawn from the shared patients (0: templates only);
+    ``window``: the chance of a random display window per crop (:func:`.data.contrast_window`);
+    ``pseudo_colour``: the chance that a functional crop (source B of MRI_PET and MRI_SPECT)
+    is replaced by its luminance through a pseudo-colour table (:func:`.data.pseudo_colour`).
+    """
+
+    steps: int = 600
+    batch: int = 16
+    crop: int = 96
+    learning_rate: float = 2e-3
+    seed: int = 20261205
+    patients: float = 0.5
+    window: float = 0.5
+    pseudo_colour: float = 0.7
+    loss: InformationWeights = field(default_factory=InformationWeights)
 
 
-def train_focus_network(
+def _mixed_batch(
+    rng: np.random.Generator,
+    templates: TrainingVolumes | None,
+    patients: PatientSlices | None,
+    recipe: GainRecipe,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch: ``recipe.patients`` of it from the patients, the rest from the templates."""
+    if patients is None:
+        from_patients = 0
+    elif templates is None:
+        from_patients = recipe.batch
+    else:
+        from_patients = round(recipe.batch * recipe.patients)
+    parts = []
+    if recipe.batch - from_patients:
+        parts.append(templates.batch(rng, size=recipe.crop, count=recipe.batch - from_patients))
+    if from_patients:
+        parts.append(patients.batch(rng, size=recipe.crop, count=from_patients))
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def train_gain_network(
     *,
-    patches: FocusPatches,
+    pair: str,
+    templates: TrainingVolumes | None,
+    patients: PatientSlices | None,
     out: str | os.PathLike[str],
-    recipe: FocusRecipe = FocusRecipe(),
+    recipe: GainRecipe = GainRecipe(),
     data_description: str = "",
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train :class:`SiameseFocusNet` to tell the sharp patch of a pair (cross-entropy, Adam)."""
-    if recipe.steps < 1 or recipe.batch < 2:
-        raise ParameterError("steps must be at least 1 and batch at least 2")
+    """Train :class:`GainFusionNet` for modality ``pair`` with :func:`.losses.information_loss`.
+
+    ``templates`` must hold only the pair's template pairs, ordered (MR first); ``patients``
+    the pair's patient volumes. Either may be ``None`` (not both).
+    """
+    if pair not in MODALITY_PAIRS:
+        raise ParameterError(f"unknown modality pair {pair!r} (use {', '.join(MODALITY_PAIRS)})")
+    if templates is None and patients is None:
+        raise ParameterError("no training data: give the templates, the patients or both")
+    if recipe.steps < 1 or recipe.batch < 1 or recipe.crop < 48:
+        raise ParameterError("steps and batch must be at least 1, crop at least 48 (VIF's four scales)")
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
-    net = SiameseFocusNet()
+    net = GainFusionNet()
     optimiser = torch.optim.Adam(net.parameters(), lr=recipe.learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, recipe.steps)
-    check = patches.batch(np.random.default_rng(recipe.seed + 1), count=1024)
+    luminances = pseudo_colour_luminances()
+    functional = pair != "MRI_CT"
 
-    def accuracy() -> float:
+    def draw(generator: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = _mixed_batch(generator, templates, patients, recipe)
+        a, b = contrast_window(generator, a, recipe.window), contrast_window(generator, b, recipe.window)
+        if functional:
+            b = pseudo_colour(generator, b, recipe.pseudo_colour, luminances)
+        return a, b
+
+    check_a, check_b = draw(np.random.default_rng(recipe.seed + 1))
+
+    def check() -> dict[str, float]:
         with torch.no_grad():
-            return float((net(check[0], check[1]).flatten(1).argmax(1) == check[2]).float().mean())
+            terms = information_loss(net(check_a, check_b), check_a, check_b, recipe.loss)[1]
+        return {k: round(v, 6) for k, v in terms.items()}
 
-    before = accuracy()
+    before = check()
+    curve: list[float] = []
+    losses: list[float] = []
     start = time.perf_counter()
-    losses = []
     for step in range(recipe.steps):
-        a, b, labels = patches.batch(rng, count=recipe.batch)
-        loss = torch.nn.functional.cross_entropy(net(a, b).flatten(1), labels)
+        a, b = draw(rng)
+        loss, _terms = information_loss(net(a, b), a, b, recipe.loss)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         schedule.step()
         losses.append(float(loss.detach()))
-        if log and (step + 1) % 200 == 0:
-            log(f"step {step + 1}/{recipe.steps}: loss {np.mean(losses[-200:]):.4f}")
+        if (step + 1) % 100 == 0 or step + 1 == recipe.steps:
+            curve.append(round(float(np.mean(losses[-100:])), 6))
+            if log:
+                log(
+                    f"step {step + 1}/{recipe.steps}: loss {curve[-1]:.4f} ({time.perf_counter() - start:.0f} s)"
+                )
     return _save_with_record(
-        "liu_cnn",
+        f"gain_fusion_net_{pair}",
         net,
         out,
-        recipe=asdict(recipe),
+        recipe={**asdict(recipe), "loss": asdict(recipe.loss), "pair": pair},
         data_description=data_description,
         seconds=time.perf_counter() - start,
-        results={
-            "loss_per_200_steps": [
-                round(float(np.mean(losses[i : i + 200])), 6) for i in range(0, len(losses), 200)
-            ],
-            "check_accuracy": {"before": round(before, 4), "after": round(accuracy(), 4)},
-        },
+        results={"loss_per_100_steps": curve, "check": {"before": before, "after": check()}},
     )
