@@ -250,10 +250,59 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
         self.ui.resetParametersButton.connect("clicked(bool)", self.onResetParameters)
 
+        self._addDicomButtons()
         self._fillColormaps()
         self._fillMethods()
         self._fillDevices()
         self.initializeParameterNode()
+
+    def _addDicomButtons(self) -> None:
+        """ "Export to DICOM" and "Send to PACS" under the panel: the result as a derived series in
+        the fixed volume's DICOM study (``MedFusionLogic.exportDicom``)."""
+        row = qt.QWidget()
+        layout = qt.QHBoxLayout(row)
+        self.exportDicomButton = qt.QPushButton(_("Export to DICOM..."))
+        self.exportDicomButton.toolTip = _(
+            "Write the result as a derived series in the fixed volume's DICOM study and frame of reference"
+        )
+        self.sendToPacsButton = qt.QPushButton(_("Send to PACS"))
+        self.sendToPacsButton.toolTip = _(
+            "Export the result to DICOM and store it on the PACS of Slicer's DICOM network settings"
+        )
+        layout.addWidget(self.exportDicomButton)
+        layout.addWidget(self.sendToPacsButton)
+        self.layout.addWidget(row)
+        self.exportDicomButton.connect("clicked(bool)", self.onExportDicom)
+        self.sendToPacsButton.connect("clicked(bool)", self.onSendToPacs)
+
+    def _exportDicom(self, *, send) -> None:
+        node = self._parameterNode
+        output = None if node is None else node.outputVolume
+        if output is None or not output.GetAttribute("MedFusion.FixedNodeID"):
+            raise ValueError(_("Apply a fusion first: there is no MedFusion result to export"))
+        folder = qt.QFileDialog.getExistingDirectory(None, _("Folder for the DICOM series"))
+        if not folder:
+            return
+        target = os.path.join(folder, slicer_support.safe_folder_name(output.GetName()))
+        files = self.logic.exportDicom(output, target, send=send)
+        sent = _(", sent to {pacs}").format(pacs=send) if send else ""
+        self.ui.statusLabel.text = _("{count} DICOM files written to {folder}{sent}").format(
+            count=len(files), folder=target, sent=sent
+        )
+
+    def onExportDicom(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("DICOM export failed."), waitCursor=True):
+            self._exportDicom(send=None)
+
+    def onSendToPacs(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Sending to the PACS failed."), waitCursor=True):
+            pacs = self.logic.pacsFromSettings()
+            if not pacs:
+                pacs = qt.QInputDialog.getText(
+                    None, _("Send to PACS"), _("PACS as AE@HOST:PORT (set MedFusion/PACS to remember it):")
+                )
+            if pacs:
+                self._exportDicom(send=str(pacs))
 
     def cleanup(self) -> None:
         """Stop a running job and drop every observer; never raises (the module is closing)."""
@@ -770,6 +819,51 @@ class MedFusionLogic(ScriptedLoadableModuleLogic):
 
         return mrml.clinical_readout(
             fixed, moving, fused, lesion, modality_fixed=modalityFixed, modality_moving=modalityMoving
+        )
+
+    @staticmethod
+    def pacsFromSettings() -> Optional[str]:  # noqa: UP045 - this file parses on Python 3.9
+        """The PACS to send to as ``AE@HOST:PORT``: the ``MedFusion/PACS`` setting, else the address and
+        port Slicer's DICOM Send dialog remembers (``DICOM.sendAddress``, ``DICOM.sendPort``) with
+        the AE title ``DICOM.sendAETitle`` or ``ANY-SCP``; ``None`` when nothing is set."""
+        settings = qt.QSettings()
+        explicit = settings.value("MedFusion/PACS")
+        if explicit:
+            return str(explicit)
+        address, port = settings.value("DICOM.sendAddress"), settings.value("DICOM.sendPort")
+        if not address or not port:
+            return None
+        title = settings.value("DICOM.sendAETitle") or "ANY-SCP"
+        host = str(address).split("://")[-1].split("/")[0].rsplit(":", 1)[0]
+        return f"{title}@{host}:{port}"
+
+    @staticmethod
+    def exportDicom(fusedNode, folder, *, send=None, fileForInstance=None) -> list:
+        """Write a MedFusion result as a derived series in its fixed volume's DICOM study (and send it).
+
+        The fixed and moving volumes are the nodes recorded on the result
+        (``MedFusion.FixedNodeID``/``MovingNodeID``); their DICOM identity comes from Slicer's DICOM
+        database (``slicer.dicomDatabase.fileForInstance`` unless ``fileForInstance`` is given).
+        ``send`` is ``AE@HOST:PORT`` (see :meth:`pacsFromSettings`) or ``None``. Returns the files written.
+        """
+        from MedFusionLib import mrml
+
+        scene = fusedNode.GetScene()
+        fixed = scene.GetNodeByID(fusedNode.GetAttribute("MedFusion.FixedNodeID") or "")
+        moving = scene.GetNodeByID(fusedNode.GetAttribute("MedFusion.MovingNodeID") or "")
+        if fixed is None:
+            raise ValueError(
+                _("the fixed volume of {name} is no longer in the scene").format(name=fusedNode.GetName())
+            )
+        if fileForInstance is None:
+            database = getattr(slicer, "dicomDatabase", None)
+            if database is None:
+                raise ValueError(
+                    _("Slicer's DICOM database is not open: load the volumes from the DICOM module")
+                )
+            fileForInstance = database.fileForInstance
+        return mrml.export_fusion_to_dicom(
+            fusedNode, fixed, moving, folder, file_for_instance=fileForInstance, send=send
         )
 
     @staticmethod

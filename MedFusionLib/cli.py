@@ -1,4 +1,4 @@
-"""The ``medfusion`` command: ``methods``, ``colormaps``, ``fuse``, ``register``, ``metrics``, ``benchmark``, ``train`` and ``demo``.
+"""The ``medfusion`` command: ``methods``, ``colormaps``, ``fuse``, ``register``, ``metrics``, ``benchmark``, ``train``, ``demo`` and ``send``.
 
 Errors caused by the input print one line on stderr (``medfusion: error: ...``) and exit
 with status 2; no output file is left behind (outputs are written under a temporary name
@@ -13,6 +13,7 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -28,8 +29,9 @@ from .io import (
     write_image,
     write_transform,
 )
+from .job import FusionJob, run_job
 from .output_guard import check_output_file, check_output_folder, guard_outputs
-from .pipeline import COLORMAP_AUTO, DEFAULT_METHOD, check_colormap, fuse_images, plan_fusion
+from .pipeline import COLORMAP_AUTO, DEFAULT_METHOD, check_colormap, plan_fusion
 from .preprocess import INTERPOLATIONS, check_window
 from .signals import Terminated, remove_live_temporaries, termination_raises
 from .validation import check_device, check_fraction, check_int, check_seed, check_threads
@@ -127,21 +129,20 @@ def _check_benchmark_options(args: argparse.Namespace) -> None:
 
 
 def _check_train_options(args: argparse.Namespace) -> None:
-    """``--threads``, ``--seed`` and the recipe options of ``train``, for the network chosen."""
+    """``--threads``, ``--seed``, ``--pair`` and the recipe options of ``train``."""
+    from .cnn.data import MODALITY_PAIRS
+
     check_threads(args.threads, name="--threads")
     if args.seed is not None:
         check_seed(args.seed, name="--seed")
-    focus = args.method == "liu_cnn"
-    for option, value in (("--epochs", args.epochs), ("--crop", args.crop)):
-        if focus and value is not None:
-            raise ParameterError(f"{option} applies to dense_fusion_net only, not {args.method}")
-    minimum = {"--epochs": 1, "--steps": 1, "--batch": 2 if focus else 1, "--crop": 16}
-    for option, value in (
-        ("--epochs", args.epochs),
-        ("--steps", args.steps),
-        ("--batch", args.batch),
-        ("--crop", args.crop),
-    ):
+    if args.pair is None:
+        raise ParameterError(
+            f"train needs --pair ({', '.join(MODALITY_PAIRS)}): one network per modality pair"
+        )
+    if args.pair not in MODALITY_PAIRS:
+        raise ParameterError(f"--pair {args.pair!r}: use {', '.join(MODALITY_PAIRS)}")
+    minimum = {"--steps": 1, "--batch": 1, "--crop": 48}
+    for option, value in (("--steps", args.steps), ("--batch", args.batch), ("--crop", args.crop)):
         if value is not None:
             check_int(value, name=option, low=minimum[option])
 
@@ -262,44 +263,96 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     colormap = check_colormap(args.colormap, name="--colormap")
     spec, overrides = _fuse_method(args, colormap=colormap)
     windows = _check_fuse_options(args)
-    a = read_image(args.a, modality=args.modality_a)
-    b = read_image(args.b, modality=args.modality_b)
+    _check_dicom_options(args, out)
+    a = read_image(args.a, modality=args.modality_a, series=args.series_a)
+    b = read_image(args.b, modality=args.modality_b, series=args.series_b)
     check_output_path(out, ndim=a.ndim)
     plan = plan_fusion(
         a, b, method=args.method, colormap=colormap, name="--colormap", name_a=str(args.a), name_b=str(args.b)
     )
     if plan.method != spec.name or plan.parameters:
         spec, overrides = _fuse_method(args, colormap=colormap, plan=plan)
-    registration = None
-    if args.register != "none":
-        from .registration import register
-
-        registration = register(a, b, type=args.register, name_fixed=str(args.a), name_moving=str(args.b))
-        for warning in registration.warnings:
-            print(f"medfusion: warning: {warning}", file=sys.stderr)
-    result = fuse_images(
-        a,
-        b,
+    job = FusionJob(
+        fixed=a,
+        moving=b,
+        output=str(out),
+        registration=args.register,
         method=args.method,
         parameters=overrides,
         colormap=colormap,
         device=args.device,
-        window_a=windows["window_a"],
-        window_b=windows["window_b"],
+        window_fixed=windows["window_a"],
+        window_moving=windows["window_b"],
         interpolation=args.interpolation,
-        name_a=str(args.a),
-        name_b=str(args.b),
-        progress=_progress_bar(f"fusing ({spec.name})"),
-        transform=None if registration is None else registration.transform,
+        name_fixed=str(args.a),
+        name_moving=str(args.b),
+        output_format=args.format,
+        send=args.send,
+        calling_ae=args.calling_ae,
     )
-    write_image(result.image, out)
+    done = run_job(
+        job,
+        progress=_progress_bar(f"fusing ({spec.name})"),
+        warn=lambda warning: print(f"medfusion: warning: {warning}", file=sys.stderr),
+    )
+    result, registration = done.fusion, done.registration
     if args.json:
         record = {"inputs": [str(args.a), str(args.b)], "output": str(out), **result.summary()}
         record["registration"] = None if registration is None else registration.summary()
+        if "sent" in done.extra:
+            record["sent"] = {"peer": str(done.extra["sent"].peer), "instances": done.extra["sent"].total}
         print(json.dumps(record, indent=2))
     else:
         colour = f"colour table {result.colormap}" if result.colormap else "gray"
         print(f"{out} ({result.method}, {colour}, {result.seconds:.2f} s on {result.device})")
+    if "sent" in done.extra and not args.json:
+        print(_sent_line(done.extra["sent"]))
+    return 0
+
+
+def _check_dicom_options(args: argparse.Namespace, out: Path) -> None:
+    """``--format``, ``--send`` and ``--calling-ae`` of ``fuse``, before any file is read."""
+    from .dicom.network import parse_peer
+
+    if args.format is not None and args.format != "dicom":
+        raise ParameterError(
+            f"--format must be dicom (other formats follow the extension), got {args.format!r}"
+        )
+    fmt = check_output_path(out)
+    if args.format == "dicom" and fmt != "dicom":
+        raise ParameterError(f"--format dicom writes a folder: {out} has a file extension")
+    if args.send is not None:
+        parse_peer(args.send, option="--send")
+        if fmt != "dicom":
+            raise ParameterError("--send needs a DICOM output: -o FOLDER/ (or --format dicom)")
+    parse_peer(f"{args.calling_ae}@localhost:1", option="--calling-ae")
+
+
+def _sent_line(report: Any) -> str:
+    warned = f", {len(report.warnings)} with a warning" if report.warnings else ""
+    return f"sent {report.total} instances to {report.peer}{warned}"
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """``medfusion send DIR... --to AE@HOST:PORT``: C-STORE every DICOM file (PS3.4 annex B)."""
+    from .dicom.network import parse_peer, send
+
+    peer = parse_peer(args.to, option="--to")
+    parse_peer(f"{args.calling_ae}@localhost:1", option="--calling-ae")
+    report = send(args.paths, peer, calling_ae=args.calling_ae, timeout=args.timeout)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "peer": str(peer),
+                    "stored": [str(p) for p in report.stored],
+                    "warnings": [[str(p), reason] for p, reason in report.warnings],
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(_sent_line(report))
     return 0
 
 
@@ -501,45 +554,51 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``train gain_fusion_net --pair PAIR``: the pair's templates, plus the patients unless
+    ``--templates-only``; writes the weights and their record."""
     import torch
 
-    from .cnn.data import TRAINING_PARTS, FocusPatches, TrainingVolumes
-    from .cnn.train import NETWORKS, FocusRecipe, Recipe, train_focus_network, train_network
+    from .cnn.data import HELD_OUT_PATIENTS, TRAINING_PARTS, PatientSlices, TrainingVolumes, pair_templates
+    from .cnn.train import NETWORKS, GainRecipe, train_gain_network
 
     if args.method not in NETWORKS:
         raise ParameterError(f"unknown network {args.method!r} (trainable: {', '.join(NETWORKS)})")
     _check_train_options(args)
     data = Path(args.data)
     if any((data / name).is_dir() for name in ("MRI_CT", "MRI_PET", "MRI_SPECT")):
-        raise InputError(f"{data} holds the Harvard evaluation pairs: networks are never trained on them")
-    out = Path(args.out or f"{args.method}.safetensors")
+        raise InputError(
+            f"{data} holds Harvard pairs (test or validation): networks are never trained on them"
+        )
+    out = Path(args.out or f"{args.method}_{args.pair}.safetensors")
     if out.suffix != ".safetensors":
         raise InputError(f"{out}: the weights file must end in .safetensors")
     check_output_file(out, what="weights")
     guard_outputs(inputs=[data], outputs=[out, out.with_name(out.name + ".json")])
     torch.set_num_threads(args.threads)
-    log = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
-    given = {"seed": args.seed, "batch": args.batch}
-    if args.method == "liu_cnn":
-        recipe = FocusRecipe(**{k: v for k, v in {**given, "steps": args.steps}.items() if v is not None})
-        record = train_focus_network(
-            patches=FocusPatches.from_directory(data),
-            out=out,
-            recipe=recipe,
-            data_description=f"scikit-image photographs and Colin27 T1 slices from {data}",
-            log=log,
+    options = {"seed": args.seed, "batch": args.batch, "steps": args.steps, "crop": args.crop}
+    recipe = GainRecipe(**{k: v for k, v in options.items() if v is not None})
+    if args.templates_only:
+        recipe = replace(recipe, patients=0.0)
+    templates = pair_templates(TrainingVolumes.from_directory(data), args.pair)
+    patients = None if args.templates_only else PatientSlices.from_directory(data, modality_pair=args.pair)
+    description = (
+        f"SPM/MNI templates from {data} (axial slices {TRAINING_PARTS[0][1]}-{TRAINING_PARTS[1][0] - 1} of the "
+        "Colin27 grid never drawn)"
+    )
+    if patients is not None:
+        description += (
+            f" and {len(patients.patients)} shared patients from {data / 'sts'} (CC BY 3.0; "
+            f"{', '.join(HELD_OUT_PATIENTS)} held out)"
         )
-    else:
-        options = {**given, "epochs": args.epochs, "steps_per_epoch": args.steps, "crop": args.crop}
-        record = train_network(
-            args.method,
-            volumes=TrainingVolumes.from_directory(data),
-            out=out,
-            recipe=Recipe(**{k: v for k, v in options.items() if v is not None}),
-            data_description=f"SPM/MNI templates from {data}; axial slices {TRAINING_PARTS[0][1]}-"
-            f"{TRAINING_PARTS[1][0] - 1} of the Colin27 grid never drawn (the validation slab)",
-            log=log,
-        )
+    record = train_gain_network(
+        pair=args.pair,
+        templates=templates,
+        patients=patients,
+        out=out,
+        recipe=recipe,
+        data_description=description,
+        log=None if args.json else (lambda line: print(line, file=sys.stderr, flush=True)),
+    )
     if args.json:
         print(json.dumps(record, indent=2))
     else:
@@ -564,7 +623,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fuse", help="fuse image B into image A's grid")
     p.add_argument("a", metavar="A", help="reference image (output gets its geometry)")
     p.add_argument("b", metavar="B", help="second image, resampled onto A's grid")
-    p.add_argument("-o", "--output", required=True, help="output file; its extension picks the format")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output file (its extension picks the format) or DICOM folder (ending in / or no extension)",
+    )
     p.add_argument(
         "--method",
         help="fusion method (default: the one recommended for the modality pair, "
@@ -595,8 +659,33 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("none", "rigid", "affine", "bspline"),
         help="register B to A first with mutual information (default none: slice pairs come registered)",
     )
+    p.add_argument(
+        "--format",
+        help="dicom: write -o as a DICOM folder (a derived series in A's study and frame of reference "
+        "when A is a DICOM series; a folder ending in / or without extension does the same)",
+    )
+    p.add_argument(
+        "--series-a", metavar="UID|MODALITY", help="the series of A to read when its folder holds several"
+    )
+    p.add_argument(
+        "--series-b", metavar="UID|MODALITY", help="the series of B to read when its folder holds several"
+    )
+    p.add_argument("--send", metavar="AE@HOST:PORT", help="store the DICOM output on this PACS (C-STORE)")
+    p.add_argument(
+        "--calling-ae", default="MEDFUSION", help="AE title to call the PACS with (default MEDFUSION)"
+    )
     p.add_argument("--json", action="store_true", help="print what was done as JSON")
     p.set_defaults(run=cmd_fuse)
+
+    p = sub.add_parser("send", help="send DICOM files or folders to a PACS (C-STORE)")
+    p.add_argument("paths", metavar="PATH", nargs="+", help="DICOM files or folders of DICOM files")
+    p.add_argument(
+        "--to", required=True, metavar="AE@HOST:PORT", help="the PACS: called AE title, host, port"
+    )
+    p.add_argument("--calling-ae", default="MEDFUSION", help="AE title to call with (default MEDFUSION)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the PACS (default 30)")
+    p.add_argument("--json", action="store_true", help="print the instances stored as JSON")
+    p.set_defaults(run=cmd_send)
 
     p = sub.add_parser("register", help="register MOVING onto FIXED (Mattes mutual information)")
     p.add_argument("fixed", metavar="FIXED", help="the reference image")
@@ -658,19 +747,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=cmd_benchmark)
 
-    p = sub.add_parser("train", help="train one of MedFusion's fusion networks (reproducible)")
-    p.add_argument("method", metavar="METHOD", help="network to train: dense_fusion_net or liu_cnn")
+    p = sub.add_parser("train", help="train MedFusion's fusion network for one modality pair (reproducible)")
+    p.add_argument("method", metavar="METHOD", help="network to train: gain_fusion_net")
+    p.add_argument("--pair", help="the modality pair to train for: MRI_CT, MRI_PET or MRI_SPECT")
     p.add_argument(
-        "--data", required=True, help="folder with the SPM/MNI templates (DATA or DATA/mni); never Harvard"
+        "--data",
+        required=True,
+        help="folder with mni/ (SPM/MNI templates) and sts/ (the patients); never Harvard",
     )
-    p.add_argument("--out", help="weights file (default ./METHOD.safetensors); its record goes to OUT.json")
-    p.add_argument("--epochs", type=int, help="dense_fusion_net: epochs (default 6)")
+    p.add_argument("--templates-only", action="store_true", help="leave the patients out (templates only)")
     p.add_argument(
-        "--steps", type=int, help="steps per epoch (dense_fusion_net, 100) or in all (liu_cnn, 2000)"
+        "--out", help="weights file (default ./METHOD_PAIR.safetensors); its record goes to OUT.json"
     )
-    p.add_argument("--batch", type=int, help="samples per step (default 16 crops, or 128 patch pairs)")
-    p.add_argument("--crop", type=int, help="dense_fusion_net: crop size in pixels (default 96)")
-    p.add_argument("--seed", type=int, help="seed of weights and batches (default 20261201)")
+    p.add_argument("--steps", type=int, help="training steps (default 600)")
+    p.add_argument("--batch", type=int, help="crops per step (default 16)")
+    p.add_argument("--crop", type=int, help="crop size in pixels, at least 48 (default 96)")
+    p.add_argument("--seed", type=int, help="seed of weights and batches (default 20261205)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     p.add_argument("--json", action="store_true", help="print the weights' record as JSON")
     p.set_defaults(run=cmd_train)

@@ -92,6 +92,11 @@ class Image:
         origin: world position (LPS, mm) of the first voxel's centre.
         direction: row-major ``dim x dim`` direction cosine matrix, flattened.
         modality: ``"CT"``, ``"MR"``, ``"PET"``, ``"SPECT"`` or ``None`` when unknown.
+        metadata: strings that travel with the voxels (kept by :meth:`with_array`, ignored by
+            ``==``): the source path and format, and for a DICOM series its identity (patient,
+            study, series and frame-of-reference UIDs, modality, acquisition details, the first
+            header and the instances in slice order; :data:`MedFusionLib.dicom.IDENTITY_KEYS`),
+            which a derived series needs to join the patient's study.
 
     Example:
         >>> img = Image.from_array(np.zeros((4, 5), np.float32))

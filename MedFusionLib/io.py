@@ -28,7 +28,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import uuid
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -101,16 +100,6 @@ _TWO_FILE_EXTENSIONS = (".mhd", ".nhdr")
 
 # DICOM Modality (0008,0060) <-> Image.modality.
 _MODALITY_FROM_DICOM = {"CT": "CT", "MR": "MR", "PT": "PET", "NM": "SPECT"}
-_DICOM_FROM_MODALITY = {value: key for key, value in _MODALITY_FROM_DICOM.items()}
-# SOP classes written per modality. GDCM reads no geometry back from NM Image Storage (it
-# expects the NM detector sequences), so SPECT and unknown modalities use Secondary Capture,
-# which keeps Image Position/Orientation (Patient) and the rescale.
-_SOP_CLASS = {
-    "CT": "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
-    "MR": "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
-    "PT": "1.2.840.10008.5.1.4.1.1.128",  # Positron Emission Tomography Image Storage
-}
-_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
 # --- formats ---------------------------------------------------------------------------
@@ -228,7 +217,9 @@ def short_reason(error: BaseException) -> str:
 
 
 # --- reading -----------------------------------------------------------------------------
-def read_image(path: str | os.PathLike[str], *, modality: str | None = None) -> Image:
+def read_image(
+    path: str | os.PathLike[str], *, modality: str | None = None, series: str | None = None
+) -> Image:
     """Read an image file or a DICOM series directory.
 
     Args:
@@ -241,12 +232,19 @@ def read_image(path: str | os.PathLike[str], *, modality: str | None = None) -> 
             ``DICOM.Modality`` or ``0008|0060`` whose value is a modality, a NIfTI ``descrip``
             of exactly ``modality=PET``; ``metadata["modality_from"]`` names the field), and
             left unknown otherwise (file names are never guessed from).
+        series: for a DICOM folder holding several series, the one to read: its Series Instance
+            UID or a modality (``CT``, ``MR``, ``PT``/``PET``, ``NM``/``SPECT``); an error lists
+            the series found when none (or several of that modality) match. ``None`` reads the
+            series with the most files. Ignored for files.
 
     Returns:
         The image; its voxels keep the file's data type (rescaled DICOM becomes float32). PNG
         and JPEG stay 2-D, RGB files stay RGB (trailing axis of 3), gray files stay gray. A
         4-D file whose fourth axis has one sample is read as 3-D. ``metadata`` holds the
-        source path and format.
+        source path and format; for DICOM also the series' identity (patient, study, series and
+        frame-of-reference UIDs, modality, acquisition details, the first header: see
+        :data:`MedFusionLib.dicom.IDENTITY_KEYS`), and PET voxels are body-weight SUV where the
+        tags allow it (``metadata["units"] == "SUVbw"``, :func:`MedFusionLib.dicom.series.suv_factor`).
 
     Before any voxel is allocated the header is checked against the file (see
     :mod:`MedFusionLib.limits`): an uncompressed file must hold the bytes it claims, a
@@ -275,7 +273,7 @@ def read_image(path: str | os.PathLike[str], *, modality: str | None = None) -> 
     if modality is not None and modality not in MODALITIES:
         raise ParameterError(f"unknown modality {modality!r} for {path}; use one of {', '.join(MODALITIES)}")
     if _is_directory_input(path):
-        return _read_dicom_series(path, modality)
+        return _read_dicom_series(path, modality, series)
     extension = known_extension(path)
     if extension is None:
         raise _unsupported(path)
@@ -624,13 +622,15 @@ def _nifti_bytes_needed(header: bytes) -> int | None:
     return parsed.voxel_offset + parsed.voxel_bytes
 
 
-def _read_dicom_series(directory: Path, modality: str | None) -> Image:
-    """Read the largest DICOM series of ``directory`` (its regular files only)."""
+def _read_dicom_series(directory: Path, modality: str | None, series: str | None = None) -> Image:
+    """Read one DICOM series of ``directory`` (its regular files only): ``series`` or the largest."""
+    from .dicom.series import identity_metadata
+
     reader = sitk.ImageSeriesReader()
     try:
         with _regular_files_view(directory) as folder:
             files, listed = _quietly(
-                lambda: _series_files(reader, folder),
+                lambda: _series_files(reader, folder, series, directory),
                 failure=f"cannot read DICOM directory {directory}",
                 names={folder: directory},
             )
@@ -644,6 +644,10 @@ def _read_dicom_series(directory: Path, modality: str | None) -> Image:
                 reader.Execute, failure=f"cannot read DICOM series in {directory}", names={folder: directory}
             )
             count = len(files)
+            try:
+                identity = identity_metadata(files)
+            except Exception as error:  # pydicom refuses a header GDCM read: name the folder
+                raise InputError(f"cannot read DICOM series in {directory}: {short_reason(error)}") from None
     except OSError as error:
         raise InputError(f"cannot read DICOM directory {directory}: {_os_reason(error)}") from None
     try:
@@ -663,6 +667,7 @@ def _read_dicom_series(directory: Path, modality: str | None) -> Image:
     if modality is None:
         modality = _MODALITY_FROM_DICOM.get(dicom_modality)
     metadata = {
+        **identity,
         "source": str(directory),
         "format": DICOM,
         "dicom_modality": dicom_modality,
@@ -673,15 +678,48 @@ def _read_dicom_series(directory: Path, modality: str | None) -> Image:
         image = sitk.Cast(
             image, sitk.sitkVectorFloat32 if image.GetNumberOfComponentsPerPixel() > 1 else sitk.sitkFloat32
         )
+    if dicom_modality == "PT" and image.GetNumberOfComponentsPerPixel() == 1:
+        image = _pet_in_suv(image, metadata)
     if image.GetDimension() == 3 and image.GetSize()[2] == 1 and _is_plain_slice(image):
         image = image[:, :, 0]  # a single axial slice at z = 0 (what write_image makes of 2-D)
     return _to_image(image, modality, metadata)
 
 
-def _series_files(reader: sitk.ImageSeriesReader, folder: Path) -> tuple[tuple[str, ...], set[str]]:
-    """The largest series' files, and the names of every file GDCM put in any series."""
-    series = [reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in reader.GetGDCMSeriesIDs(str(folder))]
-    return max(series, key=len, default=()), {os.path.basename(name) for files in series for name in files}
+def _series_files(
+    reader: sitk.ImageSeriesReader, folder: Path, choice: str | None, directory: Path
+) -> tuple[tuple[str, ...], set[str]]:
+    """The chosen (or largest) series' files in slice order, and the names of every file GDCM put in any series."""
+    from .dicom.series import SeriesSummary, choose_series, describe_series
+
+    series = {
+        uid: reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in reader.GetGDCMSeriesIDs(str(folder))
+    }
+    listed = {os.path.basename(name) for files in series.values() for name in files}
+    if choice is None or not series:
+        return max(series.values(), key=len, default=()), listed
+    summaries = []
+    for uid, files in series.items():
+        described = describe_series(files[:1])
+        modality, description = (described[0].modality, described[0].description) if described else ("", "")
+        summaries.append(SeriesSummary(uid, modality, description, tuple(files)))
+    summaries.sort(key=lambda s: (-len(s.files), s.uid))
+    return choose_series(summaries, choice, where=directory).files, listed
+
+
+def _pet_in_suv(image: sitk.Image, metadata: dict[str, str]) -> sitk.Image:
+    """PET voxels as body-weight SUV where the header allows it (notes it in ``metadata``)."""
+    from .dicom.series import header_from_metadata, suv_factor
+
+    header = header_from_metadata(metadata)
+    suv = None if header is None else suv_factor(header)
+    if suv is None:
+        metadata["units"] = str(getattr(header, "Units", "") or "unknown")
+        return image
+    metadata["units"] = "SUVbw"
+    metadata["suv"] = suv.note
+    if suv.factor == 1.0:
+        return image
+    return sitk.Cast(image, sitk.sitkFloat32) * suv.factor
 
 
 def _check_unlisted_dicom(directory: Path, folder: Path, listed: set[str]) -> None:
@@ -695,11 +733,26 @@ def _check_unlisted_dicom(directory: Path, folder: Path, listed: set[str]) -> No
         if entry.name in listed or entry.name == "DICOMDIR" or not _is_regular(entry.path):
             continue
         with open(entry.path, "rb") as stream:
-            if stream.read(132)[128:] == b"DICM":
+            if stream.read(132)[128:] == b"DICM" and not _is_non_image_object(entry.path):
                 raise InputError(
                     f"cannot read DICOM directory {directory}: {entry.name} is a damaged DICOM file "
                     "(cut short or corrupt: it belongs to no series)"
                 )
+
+
+def _is_non_image_object(path: str) -> bool:
+    """True for a whole DICOM object without pixels (a registration, structure set, report) that
+    may sit beside a series; an image (Rows stated) cut short is not one."""
+    import pydicom
+
+    from .dicom.series import quiet_pydicom
+
+    try:
+        with quiet_pydicom():
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:
+        return False
+    return "Rows" not in header and "PixelData" not in header
 
 
 def _is_regular(path: str) -> bool:
@@ -836,7 +889,9 @@ def write_image(
     fmt = check_output_path(path, ndim=image.ndim)
     try:
         if fmt == DICOM:
-            _write_dicom_atomically(image, path)
+            from .dicom.simple_writer import write_dicom_atomically
+
+            write_dicom_atomically(image, path)
         else:
             sitk_image = _png_jpeg_image(image, path, fmt) if fmt in ("png", "jpeg") else _plain_image(image)
             if known_extension(path) in _TWO_FILE_EXTENSIONS:
@@ -1200,196 +1255,3 @@ def _python_interpreter() -> str | None:
     if executable and Path(executable).name.lower().startswith("python"):
         return executable
     return None
-
-
-# --- DICOM -------------------------------------------------------------------------------
-def _write_dicom_atomically(image: Image, directory: Path) -> None:
-    """Write the series into a temporary folder beside ``directory``, check it, then rename it."""
-    voxels, slope, intercept = _dicom_voxels(image, directory)  # refuse bad data before any I/O
-    grid = _dicom_grid(image, voxels, directory)
-    with live_temporary(temporary_name(directory, tag="tmpdir")) as folder:
-        folder.mkdir()
-        _write_dicom_series(image, folder, grid, slope, intercept)
-        slices = sorted(folder.iterdir())
-        if len(slices) != grid[0].shape[0] or any(entry.stat().st_size == 0 for entry in slices):
-            raise _WriteFailed(_failure_reason(RuntimeError("slices are missing or empty"), directory.parent))
-        for entry in slices:
-            fsync_file(entry)
-        fsync_directory(folder)
-        _move_folder_into_place(folder, directory)
-    fsync_directory(directory.parent)
-
-
-def _move_folder_into_place(folder: Path, directory: Path) -> None:
-    """Rename ``folder`` onto ``directory``, moving an older ``directory`` aside first.
-
-    Safe when several processes replace the same directory at once: each one retries until
-    its own complete folder is renamed in (the last rename wins), and only ever removes the
-    older folders it moved aside itself (registered as live temporaries, so that a signal
-    cannot leave them behind). Signals wait until the renames are done.
-    """
-    with contextlib.ExitStack() as cleanup:
-        backups: list[Path] = []
-        try:
-            with deferred_termination():
-                for _attempt in range(1000):
-                    try:
-                        os.rename(folder, directory)
-                        return
-                    except OSError as error:
-                        if not directory.is_dir() or error.errno not in _DIRECTORY_IN_THE_WAY:
-                            raise
-                    backup = cleanup.enter_context(live_temporary(temporary_name(directory, tag="old")))
-                    try:
-                        os.rename(directory, backup)
-                    except FileNotFoundError:
-                        continue  # another process moved it away first
-                    backups.append(backup)
-                raise OSError(errno.EBUSY, "the output folder keeps changing; another process is writing it")
-        except BaseException:
-            if backups and not directory.exists():
-                with contextlib.suppress(OSError):
-                    os.rename(backups.pop(), directory)  # put the older output back
-            raise
-
-
-_DIRECTORY_IN_THE_WAY = {errno.EEXIST, errno.ENOTEMPTY, errno.EACCES, errno.EPERM}
-
-
-def _decimal_string(value: float) -> str:
-    """A DICOM DS value: the most precise decimal that fits in 16 characters."""
-    value = float(value)
-    if value == 0.0:
-        return "0"
-    for digits in range(16, 0, -1):
-        text = f"{value:.{digits}g}"
-        if len(text) <= 16:
-            return text
-    return f"{value:.6e}"  # unreachable for finite values
-
-
-def _dicom_voxels(image: Image, directory: Path) -> tuple[np.ndarray, float | None, float | None]:
-    """The voxels to store and the rescale slope/intercept (``None`` when stored as is)."""
-    array = image.array
-    if image.is_rgb:
-        if array.dtype != np.uint8:
-            raise InputError(
-                f"cannot write {array.dtype} RGB voxels to DICOM {directory}: RGB DICOM takes uint8"
-            )
-        return array, None, None
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8), None, None
-    if array.dtype.kind in "iu" and array.size:
-        low, high = int(array.min()), int(array.max())
-        if array.dtype in (np.uint8, np.int16, np.uint16):
-            return array, None, None
-        if -32768 <= low and high <= 32767:
-            return array.astype(np.int16), None, None
-        if 0 <= low and high <= 65535:
-            return array.astype(np.uint16), None, None
-    if array.dtype.kind not in "iuf":
-        raise InputError(f"cannot write {array.dtype} voxels to DICOM {directory}")
-    if not np.isfinite(array).all():
-        bad = int(np.count_nonzero(~np.isfinite(array)))
-        raise InputError(f"cannot write {bad} NaN/infinite voxels to DICOM {directory}")
-    low, high = float(array.min()), float(array.max())
-    if high == low:
-        return array, 1.0, float(_decimal_string(low))
-    # q = round((x - intercept) / slope) in -32767..32767; DS strings are parsed back so the
-    # quantisation uses exactly the slope and intercept the files state.
-    slope = float(_decimal_string((high - low) / 65534.0))
-    intercept = float(_decimal_string((high + low) / 2.0))
-    return array, slope, intercept
-
-
-def _dicom_grid(
-    image: Image, voxels: np.ndarray, directory: Path
-) -> tuple[np.ndarray, list[float], np.ndarray, np.ndarray]:
-    """Voxels as slices plus 3-D spacing, origin and direction, right-handed as DICOM needs."""
-    spacing = list(image.spacing)
-    origin = np.asarray(image.origin, dtype=np.float64)
-    direction = image.direction_matrix.astype(np.float64)
-    if image.ndim == 2:
-        voxels = voxels[np.newaxis]
-        spacing.append(1.0)
-        origin = np.append(origin, 0.0)
-        embedded = np.eye(3)
-        embedded[:2, :2] = direction
-        return voxels, spacing, origin, embedded
-    normal = np.cross(direction[:, 0], direction[:, 1])
-    cosine = float(normal @ direction[:, 2]) / (np.linalg.norm(normal) * np.linalg.norm(direction[:, 2]))
-    if abs(cosine) < 1.0 - 1e-6:
-        raise InputError(f"cannot write {directory}: DICOM cannot describe a sheared (non-orthogonal) grid")
-    if cosine < 0.0:  # left-handed: store the slices in the order of the DICOM normal
-        voxels = voxels[::-1]
-        origin = origin + (voxels.shape[0] - 1) * spacing[2] * direction[:, 2]
-        direction = direction.copy()
-        direction[:, 2] = -direction[:, 2]
-    return voxels, spacing, origin, direction
-
-
-def _write_dicom_series(
-    image: Image,
-    folder: Path,
-    grid: tuple[np.ndarray, list[float], np.ndarray, np.ndarray],
-    slope: float | None,
-    intercept: float | None,
-) -> None:
-    """One file per slice with the tags a series reader needs to rebuild the grid."""
-    voxels, spacing, origin, direction = grid
-    dicom_modality = _DICOM_FROM_MODALITY.get(image.modality or "", "OT")
-    orientation = "\\".join(_decimal_string(v) for v in (*direction[:, 0], *direction[:, 1]))
-    series_tags = {
-        "0008|0008": "DERIVED\\SECONDARY",
-        "0008|0016": _SOP_CLASS.get(dicom_modality, _SECONDARY_CAPTURE),
-        "0008|0060": dicom_modality,
-        "0008|0064": "WSD",
-        "0008|103e": "MedFusion",
-        "0018|0050": _decimal_string(spacing[2]),
-        "0018|0088": _decimal_string(spacing[2]),
-        "0020|000d": _new_uid(),
-        "0020|000e": _new_uid(),
-        "0020|0011": "1",
-        "0020|0052": _new_uid(),
-        "0020|0037": orientation,
-        "0028|0030": f"{_decimal_string(spacing[1])}\\{_decimal_string(spacing[0])}",
-    }
-    if slope is not None and intercept is not None:
-        series_tags.update(
-            {
-                "0028|1052": _decimal_string(intercept),
-                "0028|1053": _decimal_string(slope),
-                "0028|0100": "16",
-                "0028|0101": "16",
-                "0028|0102": "15",
-                "0028|0103": "1",
-            }
-        )
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    writer.SetImageIO("GDCMImageIO")
-    digits = max(4, len(str(voxels.shape[0])))
-    for k in range(voxels.shape[0]):
-        plane = voxels[k : k + 1]
-        if slope is not None and intercept is not None:
-            # Hand GDCM the already quantised values; it divides them back to exact integers.
-            plane = intercept + slope * np.clip(
-                np.rint((plane.astype(np.float64) - intercept) / slope), -32767, 32767
-            )
-        position = origin + k * spacing[2] * direction[:, 2]
-        slice_image = sitk.GetImageFromArray(np.ascontiguousarray(plane), isVector=image.is_rgb)
-        slice_image.SetSpacing(spacing)
-        slice_image.SetOrigin(tuple(position))
-        slice_image.SetDirection(tuple(direction.ravel()))
-        for key, value in series_tags.items():
-            slice_image.SetMetaData(key, value)
-        slice_image.SetMetaData("0008|0018", _new_uid())
-        slice_image.SetMetaData("0020|0013", str(k + 1))
-        slice_image.SetMetaData("0020|0032", "\\".join(_decimal_string(v) for v in position))
-        writer.SetFileName(str(folder / f"slice_{k + 1:0{digits}d}.dcm"))
-        _execute(writer, slice_image, folder.parent)
-
-
-def _new_uid() -> str:
-    """A globally unique DICOM UID derived from a random UUID (PS3.5 B.2: root 2.25)."""
-    return f"2.25.{uuid.uuid4().int}"

@@ -74,6 +74,16 @@ class FusionJob:
             and anatomy kept readout (:func:`MedFusionLib.readout.clinical_readout`).
         name_fixed, name_moving: how messages name the inputs (default: the path, or
             ``"fixed image"``/``"moving image"``).
+        output_format: ``None`` (the output's extension decides; a path without one is a DICOM
+            folder) or ``"dicom"``. A DICOM output of a fixed image read from a DICOM series is
+            a derived series in its study and frame of reference, with a (Deformable) Spatial
+            Registration object beside it when the job registers
+            (:mod:`MedFusionLib.dicom.derived`, :mod:`MedFusionLib.dicom.registration`).
+        series_fixed, series_moving: for a DICOM folder holding several series, the one to read
+            (Series Instance UID or modality; see :func:`MedFusionLib.io.read_image`).
+        send: ``AE@HOST:PORT`` of a PACS to store the DICOM output on (C-STORE,
+            :func:`MedFusionLib.dicom.network.send`); needs a DICOM output.
+        calling_ae: the AE title MedFusion calls the PACS with.
     """
 
     fixed: Any
@@ -94,6 +104,11 @@ class FusionJob:
     lesion: Any = None
     name_fixed: str | None = None
     name_moving: str | None = None
+    output_format: str | None = None
+    series_fixed: str | None = None
+    series_moving: str | None = None
+    send: str | None = None
+    calling_ae: str = "MEDFUSION"
 
     # --- construction and serialisation -----------------------------------------------------
     @classmethod
@@ -181,8 +196,24 @@ class FusionJob:
             raise ParameterError(
                 f"unknown registration type {self.registration!r} (use {', '.join(REGISTRATION_TYPES)})"
             )
+        if self.output_format not in (None, "auto", "dicom"):
+            raise ParameterError(
+                f"unknown output format {self.output_format!r} (use dicom, or none for the extension's)"
+            )
         if self.output is not None:
             check_output_path(Path(self.output))
+            if self.output_format == "dicom" and check_output_path(Path(self.output)) != "dicom":
+                raise ParameterError(
+                    f"output {self.output} has a file extension; a DICOM series is written to a folder"
+                )
+        if self.send is not None:
+            from .dicom.network import parse_peer
+
+            parse_peer(self.send, option="send")
+            if self.output is None or check_output_path(Path(self.output)) != "dicom":
+                raise ParameterError(
+                    "sending to a PACS needs a DICOM output folder (an output without extension)"
+                )
         if self.transform:
             transform = Path(self.transform)
             if transform.suffix.lower() not in TRANSFORM_SUFFIXES:
@@ -276,7 +307,7 @@ class JobResult:
         }
 
 
-def _load(source: Any, *, modality: str | None, name: str) -> Any:
+def _load(source: Any, *, modality: str | None, name: str, series: str | None = None) -> Any:
     from .image import Image
     from .io import read_image
 
@@ -284,7 +315,55 @@ def _load(source: Any, *, modality: str | None, name: str) -> Any:
         if modality and not source.modality:
             return dataclasses.replace(source, modality=modality)
         return source
-    return read_image(source, modality=modality)
+    return read_image(source, modality=modality, series=series)
+
+
+def _write_dicom_output(
+    job: FusionJob, fusion: Any, fixed: Any, moving: Any, registration: Any, output: Path, warn: Any
+) -> Path:
+    """The DICOM output: a derived series in the fixed study (with the registration object) when
+    the fixed image came from DICOM, else a plain new series (:func:`MedFusionLib.io.write_image`)."""
+    from .atomic import OutputError
+    from .dicom.derived import derivation_description, has_dicom_identity, write_derived_series
+    from .io import write_image
+
+    if fixed.ndim != 3 or not has_dicom_identity(fixed):
+        written = write_image(fusion.image, output)
+        if warn is not None:  # after the write: a failed write stays a one-line error
+            warn(
+                "the fixed image was not read from a DICOM series: the output is a new study, not a derived series"
+            )
+        return written
+    extra = []
+    name = registration and job.registration
+    if registration is not None:
+        from .dicom.registration import registration_object
+
+        if moving.metadata.get("frame_of_reference_uid") or moving.metadata.get("dicom_instances"):
+            extra.append(
+                (
+                    "REG_0001.dcm",
+                    registration_object(fixed, moving, registration.transform, kind=job.registration),
+                )
+            )
+        elif warn is not None:
+            warn("the moving image was not read from DICOM: no registration object is written")
+    description = derivation_description(fusion.method, fusion.parameters, name or None, fusion.colormap)
+    try:
+        write_derived_series(
+            fusion.image,
+            fixed,
+            moving,
+            output,
+            description=description,
+            extra=extra,
+            transform=None if registration is None else registration.transform,
+        )
+    except OSError as error:
+        from .atomic import os_error_reason
+
+        raise OutputError(f"cannot write {output}: {os_error_reason(error)}") from None
+    return output
 
 
 def run_job(
@@ -323,9 +402,9 @@ def run_job(
     fuse_start, fuse_end = (0.45, 0.85) if registering else (0.1, 0.85)
 
     emit("reading", 0.0, f"reading {name_fixed}")
-    fixed = _load(job.fixed, modality=job.modality_fixed, name=name_fixed)
+    fixed = _load(job.fixed, modality=job.modality_fixed, name=name_fixed, series=job.series_fixed)
     emit("reading", 0.05, f"reading {name_moving}")
-    moving = _load(job.moving, modality=job.modality_moving, name=name_moving)
+    moving = _load(job.moving, modality=job.modality_moving, name=name_moving, series=job.series_moving)
     output = Path(job.output) if job.output is not None else None
     if output is not None:
         check_output_path(output, ndim=fixed.ndim)
@@ -398,7 +477,10 @@ def run_job(
             result.transform = Path(job.transform)
         if output is not None:
             emit("writing", fuse_end, f"writing {output}")
-            written.append(write_image(fusion.image, output))
+            if check_output_path(output) == "dicom":
+                written.append(_write_dicom_output(job, fusion, fixed, moving, registration, output, warn))
+            else:
+                written.append(write_image(fusion.image, output))
             result.output = output
         names = job.metric_names()
         if names:
@@ -408,9 +490,23 @@ def run_job(
             emit("scoring", 0.95, "computing the lesion readout (conspicuity kept, anatomy kept)")
             result.clinical = _clinical(fixed, moving, fusion, lesion, registration)
     except BaseException:
+        from .io import remove_output
+
         for path in written:
-            Path(path).unlink(missing_ok=True)
+            remove_output(path)
         raise
+    if job.send is not None and result.output is not None:
+        from .dicom.network import NetworkError, parse_peer, send
+
+        emit("sending", 0.98, f"sending {result.output} to {job.send}")
+        try:
+            result.extra["sent"] = send(
+                [result.output], parse_peer(job.send, option="send"), calling_ae=job.calling_ae
+            )
+        except NetworkError as error:  # the output is complete: keep it, say how to send it again
+            raise NetworkError(
+                f"{error} (the output {result.output} is complete; send it again with medfusion send)"
+            ) from None
     return result
 
 

@@ -598,6 +598,152 @@ def add_job_result_nodes(summary: Mapping[str, Any], fixed: Any, moving: Any, *,
     )
 
 
+# --- DICOM export and PACS ----------------------------------------------------------------------
+DICOM_INSTANCE_UIDS = "DICOM.instanceUIDs"
+"""The volume node attribute in which Slicer's DICOM module keeps the SOP Instance UIDs it loaded."""
+
+
+def image_with_dicom_identity(node: Any, file_for_instance: Any) -> Image:
+    """A volume node as an :class:`Image` with the identity of the DICOM series it was loaded from.
+
+    Args:
+        node: a volume loaded from Slicer's DICOM database (attribute ``DICOM.instanceUIDs``).
+        file_for_instance: ``uid -> path`` of an instance in the database; in Slicer
+            ``slicer.dicomDatabase.fileForInstance``.
+
+    Returns:
+        The image; its metadata carries the series' identity
+        (:func:`MedFusionLib.dicom.series.identity_metadata`) when every slice's file is found,
+        with the instances in the image's slice order.
+
+    Raises:
+        InputError: the node lists instances but some are missing from the database.
+    """
+    from .dicom.series import identity_metadata
+
+    image = image_from_volume_node(node)
+    uids = (node.GetAttribute(DICOM_INSTANCE_UIDS) or "").split()
+    if not uids:
+        return image
+    files = [file_for_instance(uid) for uid in uids]
+    missing = [uid for uid, path in zip(uids, files, strict=True) if not path or not os.path.isfile(path)]
+    if missing:
+        raise InputError(
+            f"volume {node.GetName()!r}: {len(missing)} of its {len(uids)} DICOM instances are not in the "
+            f"database (first: {missing[0]})"
+        )
+    files = _in_slice_order(files, image)
+    metadata = {**identity_metadata(files), "source": f"DICOM database ({node.GetName()})", "format": "dicom"}
+    return image.with_array(image.array, metadata=metadata)
+
+
+def _in_slice_order(files: list[str], image: Image) -> list[str]:
+    """Files sorted along the image's third axis (by Image Position (Patient), LPS)."""
+    import pydicom
+
+    if image.ndim != 3:
+        return files
+    axis = image.direction_matrix[:, 2]
+    positions = [
+        float(
+            np.dot([float(v) for v in pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient], axis)
+        )
+        for f in files
+    ]
+    return [f for _, f in sorted(zip(positions, files, strict=True))]
+
+
+def export_fusion_to_dicom(
+    fused: Any,
+    fixed: Any,
+    moving: Any,
+    folder: str | os.PathLike[str],
+    *,
+    file_for_instance: Any,
+    send: str | None = None,
+    calling_ae: str = "MEDFUSION",
+) -> list[Path]:
+    """Write a fused volume node as a derived series in the fixed volume's DICOM study; optionally send it.
+
+    The fused node must be on the fixed node's grid (what :func:`fuse_volume_nodes` and the
+    module make). Its attributes ``MedFusion.Method``, ``MedFusion.Parameters`` and
+    ``MedFusion.Registration`` give the ``DerivationDescription``; the transform node named by
+    ``MedFusion.TransformNodeID`` becomes a Spatial Registration (rigid, affine) or Deformable
+    Spatial Registration (B-spline) object beside the series (:mod:`MedFusionLib.dicom`).
+
+    Args:
+        fused, fixed, moving: volume nodes; ``fixed`` (and ``moving``, for the references and the
+            registration object) loaded from Slicer's DICOM database.
+        folder: the output folder (replaced atomically; must not exist or hold only ``.dcm`` files).
+        file_for_instance: ``uid -> path`` (``slicer.dicomDatabase.fileForInstance`` in Slicer).
+        send: ``AE@HOST:PORT`` of a PACS to store the series on (C-STORE), or ``None``.
+
+    Returns:
+        The files written.
+
+    Raises:
+        InputError: the fixed volume has no DICOM identity, or the fused one is not on its grid.
+        MedFusionError: a failed send (one line naming the instances not stored).
+    """
+    from .dicom.derived import derivation_description, write_derived_series
+    from .dicom.network import parse_peer
+    from .dicom.network import send as send_files
+    from .dicom.registration import registration_object
+    from .io import check_output_path
+
+    out = Path(folder)
+    if check_output_path(out) != "dicom":
+        raise InputError(f"cannot export DICOM to {out}: a folder without extension is needed")
+    peer = parse_peer(send, option="send") if send else None
+    from .output_guard import guard_outputs
+
+    sources = {
+        os.path.dirname(str(file_for_instance(uid)))
+        for node in (fixed, moving)
+        if node is not None
+        for uid in (node.GetAttribute(DICOM_INSTANCE_UIDS) or "").split()[:1]
+        if file_for_instance(uid)
+    }
+    guard_outputs(inputs=sorted(sources), outputs=[out])  # never replace the database's own folders
+    fixed_image = image_with_dicom_identity(fixed, file_for_instance)
+    if not fixed_image.metadata.get("study_instance_uid"):
+        raise InputError(
+            f"volume {fixed.GetName()!r} was not loaded from the DICOM database: no study to add the fusion to"
+        )
+    moving_image = image_with_dicom_identity(moving, file_for_instance) if moving is not None else None
+    fused_image = image_from_volume_node(fused)
+    registration = fused.GetAttribute("MedFusion.Registration") or "none"
+    extra = []
+    transform = None
+    transform_id = fused.GetAttribute("MedFusion.TransformNodeID")
+    transform_node = fused.GetScene().GetNodeByID(transform_id) if transform_id and fused.GetScene() else None
+    if (
+        transform_node is not None
+        and moving_image is not None
+        and moving_image.metadata.get("dicom_instances")
+    ):
+        transform = transform_from_transform_node(transform_node)
+        extra.append(
+            ("REG_0001.dcm", registration_object(fixed_image, moving_image, transform, kind=registration))
+        )
+    try:
+        parameters = json.loads(fused.GetAttribute("MedFusion.Parameters") or "{}")
+    except ValueError:
+        parameters = {}
+    description = derivation_description(
+        fused.GetAttribute("MedFusion.Method") or "unknown",
+        parameters,
+        None if registration == "none" else registration,
+        fused.GetAttribute("MedFusion.Colormap") or None,
+    )
+    files = write_derived_series(
+        fused_image, fixed_image, moving_image, out, description=description, extra=extra, transform=transform
+    )
+    if peer is not None:
+        send_files([out], peer, calling_ae=calling_ae)
+    return files
+
+
 # --- the lesion readout ------------------------------------------------------------------------
 LESION_NODE_CLASSES = ("vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode")
 """Node classes accepted as the lesion of :func:`clinical_readout`."""

@@ -46,6 +46,9 @@ REQUIREMENTS = (
     "tqdm>=4.60",
     "pillow>=10",
     "safetensors>=0.4",
+    "pydicom>=3.0",
+    "highdicom>=0.23",
+    "pynetdicom>=2.1",
 )
 """The engine's dependencies, as ``pyproject.toml`` lists them (a test keeps the two equal)."""
 
@@ -399,3 +402,10 @@ def bundled_sample_paths() -> dict[str, str]:
         "MedFusionT1": os.path.join(folder, "spm_T1.nii.gz"),
         "MedFusionPET": os.path.join(folder, "spm_PET.nii.gz"),
     }
+
+
+def safe_folder_name(name: str) -> str:
+    """A volume name as a folder name: letters, digits, ``-``, ``_`` and ``.`` kept, the rest ``_``
+    (at most 64 characters; ``MedFusion`` when nothing is left)."""
+    kept = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")[:64]
+    return kept or "MedFusion"

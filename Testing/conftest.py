@@ -19,3 +19,154 @@ def data_dir() -> Path:
     if not DATA.is_dir():
         pytest.fail(f"reference data not found at {DATA}")
     return DATA
+
+
+# --- DICOM tools from Debian: dciodvfy (dicom3tools) and a real Orthanc PACS -----------------
+# pip cannot install them. When they are missing and this runs as root with apt-get (CI, a
+# developer's container), the session installs the Debian packages once; otherwise the tests
+# that need them are skipped with the reason (pytest -ra prints it).
+DEBIAN_TOOLS = {"dciodvfy": "dicom3tools", "Orthanc": "orthanc"}
+
+
+def _debian_tool(binary: str) -> str:
+    """The path of ``binary``, installing its Debian package first when possible; else skip."""
+    import os
+    import shutil
+    import subprocess
+
+    found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin")
+    if found:
+        return found
+    package = DEBIAN_TOOLS[binary]
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip(f"{binary} not found and not root with apt-get: apt-get install {package}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        *sorted(set(DEBIAN_TOOLS.values())),
+    ]
+    for command in (install, ["apt-get", "update", "-q"], install):
+        try:
+            result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            pytest.skip(f"{' '.join(command[:2])} {package} took more than 15 minutes")
+        if command is install and result.returncode == 0:
+            break
+    found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin")
+    if not found:
+        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        pytest.skip(f"cannot install {package} with apt-get: {last[0]}")
+    return found
+
+
+@pytest.fixture(scope="session")
+def dciodvfy() -> str:
+    """The path of dicom3tools' ``dciodvfy`` (the DICOM IOD validator)."""
+    return _debian_tool("dciodvfy")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class OrthancServer:
+    """A real Orthanc on loopback: its AE title, DICOM port and REST API."""
+
+    ae_title = "ORTHANC"
+
+    def __init__(self, http_port: int, dicom_port: int) -> None:
+        self.http_port, self.dicom_port = http_port, dicom_port
+
+    @property
+    def peer(self) -> str:
+        return f"{self.ae_title}@127.0.0.1:{self.dicom_port}"
+
+    def rest(self, path: str, method: str = "GET") -> object:
+        """GET (or DELETE) a REST resource as JSON (Orthanc's REST API, no authentication)."""
+        import json
+        import urllib.request
+
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", method=method)
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            body = answer.read()
+        return json.loads(body) if body[:1] in (b"{", b"[") else body
+
+    def clear(self) -> None:
+        """Delete every patient (each test starts with an empty archive)."""
+        for patient in self.rest("/patients"):
+            self.rest(f"/patients/{patient}", method="DELETE")
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """Start Orthanc on free loopback ports with a private database; stop it at the end.
+
+    It checks the called AE title (so a wrong one is rejected), accepts C-STORE and C-FIND
+    from any caller, and refuses the storage SOP classes it does not know (``UnknownSopClassAccepted``
+    false: their presentation contexts are rejected, so such an instance is not stored).
+    """
+    import json
+    import subprocess
+    import time
+    import urllib.error
+
+    binary = _debian_tool("Orthanc")
+    folder = tmp_path_factory.mktemp("orthanc")
+    for _attempt in range(3):
+        server = OrthancServer(_free_port(), _free_port())
+        config = {
+            "Name": "MedFusionTest",
+            "StorageDirectory": str(folder / "db"),
+            "IndexDirectory": str(folder / "db"),
+            "HttpPort": server.http_port,
+            "DicomPort": server.dicom_port,
+            "DicomAet": server.ae_title,
+            "DicomCheckCalledAet": True,
+            "DicomAlwaysAllowStore": True,
+            "DicomAlwaysAllowFind": True,
+            "DicomAlwaysAllowEcho": True,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "HttpServerEnabled": True,
+            "Plugins": [],
+            "UnknownSopClassAccepted": False,
+            "StableAge": 1,
+            "SaveJobs": False,
+        }
+        (folder / "orthanc.json").write_text(json.dumps(config))
+        log = open(folder / "orthanc.log", "wb")  # noqa: SIM115 (kept open while Orthanc runs)
+        process = subprocess.Popen(
+            [binary, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                server.rest("/system")
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.2)
+        if process.poll() is None and time.monotonic() < deadline:
+            break
+        process.kill()
+        process.wait()
+        log.close()
+    else:
+        tail = (folder / "orthanc.log").read_text(errors="replace").strip().splitlines()[-3:]
+        pytest.fail(f"Orthanc did not start: {' | '.join(tail)}")
+    try:
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()

@@ -968,3 +968,22 @@ def test_nifti_variants_that_must_still_read(tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match="truncated file \\(390 of 400 bytes\\)"):
         read_image(tmp_path / "cut.nii.gz")
+
+
+def test_dicom_series_beside_a_registration_object(tmp_path: Path) -> None:
+    """A non-image object (a registration, a structure set) beside a series is not a damaged slice."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+
+    series = tmp_path / "series"
+    write_image(Image.from_array(np.arange(3 * 4 * 5, dtype=np.int16).reshape(3, 4, 5)), series)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.66.1"  # Spatial Registration Storage
+    meta.MediaStorageSOPInstanceUID = "2.25.1"
+    meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    reg = pydicom.Dataset()
+    reg.file_meta = meta
+    reg.SOPClassUID, reg.SOPInstanceUID, reg.Modality = meta.MediaStorageSOPClassUID, "2.25.1", "REG"
+    reg.SeriesInstanceUID = "2.25.2"
+    reg.save_as(series / "REG_0001.dcm", enforce_file_format=True)
+    assert read_image(series).shape == (3, 4, 5)
