@@ -255,6 +255,12 @@ def _grid_text(image: Image) -> str:
     return f"{size} voxels of {spacing} mm at ({origin})"
 
 
+def _spread(values: np.ndarray) -> float:
+    """Maximum minus minimum of the finite values (NaN when there are none)."""
+    finite = values[np.isfinite(values)]
+    return float(finite.max() - finite.min()) if finite.size else float("nan")
+
+
 def _weights_for_modalities(
     spec: FusionMethod, params: dict[str, Any], *, given: Mapping[str, Any] | None, a: Any, b: Any
 ) -> dict[str, Any]:
@@ -392,11 +398,16 @@ def fuse_images(
 
     # each input's content is checked on its own grid, before any resampling
     gray_a = _normalised_gray(a, name=name_a, window=window_a)
+    source_spread = None
     if transform is not None or not b.same_grid(a):
-        check_finite_and_varying(gray_voxels(b, name=name_b), name=name_b)
+        low_b, high_b = check_finite_and_varying(gray_voxels(b, name=name_b), name=name_b)
+        source_spread = high_b - low_b
     b_on_a = resample_to(
         b, a, interpolation=interpolation, transform=transform, name=name_b, reference_name=name_a
     )
+    if source_spread is not None and _spread(gray_voxels(b_on_a, name=name_b)) <= 1e-6 * source_spread:
+        # what varies by a millionth of B's own range on A's grid is interpolation round-off, not content
+        raise _lost_on_grid(a, b, b_on_a, name_a=name_a, name_b=name_b)
     try:
         gray_b = _normalised_gray(b_on_a, name=name_b, window=window_b)
     except InputError:

@@ -170,3 +170,17 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> object:
             process.kill()
             process.wait()
         log.close()
+
+
+QT_PANEL_TESTS = ("test_dicom.py::test_slicer_panel_sends_the_result_to_the_pacs",)
+"""Tests that create the session's QApplication, run last: a QApplication sets the C library's
+locale once (from the environment) when it is made, and some image libraries reset it to "C"
+later, so that the Slicer panel tests, which read text files with the locale's encoding, must be
+the first to make it (they run after these tests' files alphabetically)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Move :data:`QT_PANEL_TESTS` to the end of the session (their order is otherwise kept)."""
+    last = [item for item in items if item.nodeid.endswith(QT_PANEL_TESTS)]
+    if last:
+        items[:] = [item for item in items if item not in last] + last

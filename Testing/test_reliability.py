@@ -216,12 +216,16 @@ def run_in_process(argv: Sequence[str | bytes], capfd: pytest.CaptureFixture[str
     return outcome
 
 
-def _preexec(memory: bool, drop_dac: bool) -> Callable[[], None] | None:
-    if not (memory or drop_dac):
-        return None
+def _preexec(memory: bool, drop_dac: bool) -> Callable[[], None]:
     prctl = ctypes.CDLL(None, use_errno=True).prctl
 
     def limit() -> None:
+        # a child starts with the signal state a shell gives a command (nothing blocked, SIGINT
+        # at its default), whatever this test process was left with by earlier tests (a
+        # blocked or ignored SIGINT is inherited across fork and exec and would hide the
+        # signal cases' interruptions)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         if memory:
             resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
         if drop_dac:  # root without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH obeys file modes

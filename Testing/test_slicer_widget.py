@@ -156,10 +156,10 @@ class TestPythonVersion:
             harness.module.MedFusionLogic()
 
     def test_minimum_version_is_declared_everywhere(self) -> None:
-        cmake = (ROOT / "CMakeLists.txt").read_text()
+        cmake = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
         assert 'Slicer_VERSION VERSION_LESS "5.10"' in cmake and "FATAL_ERROR" in cmake
         for path in (ROOT / "README.md", ROOT / "Docs" / "user-guide.md"):
-            assert "Slicer 5.10 or later" in path.read_text(), path
+            assert "Slicer 5.10 or later" in path.read_text(encoding="utf-8"), path
 
 
 class TestApplyAndCancel:
@@ -442,7 +442,7 @@ class TestDependencies:
 
         import tomllib
 
-        pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+        pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
         assert list(harness.module.REQUIREMENTS) == pyproject["project"]["dependencies"]
         logic = harness.module.MedFusionLogic
         assert logic.missingRequirements() == []
@@ -476,12 +476,12 @@ class TestMetadata:
 
         from PIL import Image
 
-        cmake = (ROOT / "CMakeLists.txt").read_text()
+        cmake = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
         contributors = re.search(r'set\(EXTENSION_CONTRIBUTORS "([^"]*)"\)', cmake).group(1)
         assert all(re.fullmatch(r"[^(),]+ \([^()]+\)", c.strip()) for c in contributors.split(","))
         homepage = re.search(r'set\(EXTENSION_HOMEPAGE "([^"]*)"\)', cmake).group(1)
         assert homepage.endswith("Docs/user-guide.md")
-        assert "Apache License 2.0" in (ROOT / "Docs" / "user-guide.md").read_text()
+        assert "Apache License 2.0" in (ROOT / "Docs" / "user-guide.md").read_text(encoding="utf-8")
         screenshot = re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]*)"\)', cmake).group(1)
         path = ROOT / screenshot.split("/main/", 1)[1]
         with Image.open(path) as picture:  # the panel beside the slice views: wider than one view column
