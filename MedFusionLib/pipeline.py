@@ -28,7 +28,6 @@ import SimpleITK as sitk
 from .colour import rgb_to_ycbcr, ycbcr_to_rgb
 from .errors import GeometryError, InputError, ParameterError
 from .fusion import get_method
-from .fusion.registry import FusionMethod
 from .fusion.runner import DEFAULT_MAX_SLAB_VOXELS, ProgressCallback, fuse_arrays
 from .image import Image
 from .metrics.clinical import CT_DISPLAY_WINDOW, FUNCTIONAL_DISPLAY_PERCENTILES, MR_DISPLAY_PERCENTILES
@@ -261,26 +260,15 @@ def _spread(values: np.ndarray) -> float:
     return float(finite.max() - finite.min()) if finite.size else float("nan")
 
 
-def _weights_for_modalities(
-    spec: FusionMethod, params: dict[str, Any], *, given: Mapping[str, Any] | None, a: Any, b: Any
-) -> dict[str, Any]:
-    """A network with one set of weights per modality pair (a ``pair`` option, ``gain_fusion_net``)
-    gets the pair of the images' modalities unless the caller chose: PET or SPECT with an
-    anatomical image, MR with CT; images of unknown modality keep the default."""
-    option = next((p for p in spec.parameters if p.name == "pair"), None)
-    if option is None or (isinstance(given, Mapping) and "pair" in given):
-        return params
+def _modality_pair(a: Any, b: Any) -> str | None:
+    """The modality pair a network's weights are chosen by (``gain_fusion_net``): PET or SPECT with
+    an anatomical image, MR with CT; ``None`` when the modalities do not say."""
     modalities = {getattr(a, "modality", None), getattr(b, "modality", None)}
-    chosen = (
-        "MRI_PET"
-        if "PET" in modalities
-        else "MRI_SPECT"
-        if "SPECT" in modalities
-        else "MRI_CT"
-        if modalities == {"MR", "CT"}
-        else None
-    )
-    return {**params, "pair": chosen} if chosen in (option.choices or ()) else params
+    if "PET" in modalities:
+        return "MRI_PET"
+    if "SPECT" in modalities:
+        return "MRI_SPECT"
+    return "MRI_CT" if modalities == {"MR", "CT"} else None
 
 
 def fuse_images(
@@ -360,7 +348,8 @@ def fuse_images(
     params = spec.resolve_parameters(
         merge_parameters(plan.parameters if plan is not None else {}, parameters)
     )
-    params = _weights_for_modalities(spec, params, given=parameters, a=a, b=b)
+    if not (isinstance(parameters, Mapping) and "pair" in parameters):  # the caller's choice stands
+        params = spec.with_modality_pair(params, _modality_pair(a, b))
     dev = check_device(device)
     window_a = check_window(window_a, name="window_a")
     window_b = check_window(window_b, name="window_b")

@@ -244,13 +244,11 @@ class TestWeightsFollowTheModalities:
         assert unknown.parameters["pair"] == "MRI_PET"  # the default
 
     def test_the_benchmark_fuses_each_set_with_its_own_weights(self) -> None:
-        from MedFusionLib.benchmark.run import _for_set
-
         spec = get_method("gain_fusion_net")
         defaults = spec.resolve_parameters(None)
-        assert _for_set(spec, defaults, "MRI_SPECT")["pair"] == "MRI_SPECT"
-        assert _for_set(spec, defaults, "T1_T2") == defaults  # a set name that is no pair: defaults
-        assert _for_set(get_method("average"), {}, "MRI_CT") == {}
+        assert spec.with_modality_pair(defaults, "MRI_SPECT")["pair"] == "MRI_SPECT"
+        assert spec.with_modality_pair(defaults, "T1_T2") == defaults  # a set name that is no pair: defaults
+        assert get_method("average").with_modality_pair({}, "MRI_CT") == {}
 
 
 @pytest.mark.skipif(not SHIPPED, reason="no trained weights ship yet")

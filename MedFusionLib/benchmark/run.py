@@ -16,7 +16,6 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +23,6 @@ import torch
 from ..colour import rgb_to_ycbcr, ycbcr_to_rgb
 from ..fusion import get_method, list_methods
 from ..fusion.ops import resolve_device
-from ..fusion.registry import FusionMethod
 from ..fusion.runner import fuse_arrays
 from ..io import read_image
 from ..metrics.compute import compute_metrics
@@ -92,15 +90,6 @@ def _colourise(fused_grey: np.ndarray, source_rgb: np.ndarray) -> np.ndarray:
     return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
-def _for_set(spec: FusionMethod, parameters: dict[str, Any], set_name: str) -> dict[str, Any]:
-    """A method's defaults, with its ``pair`` option set to the set's name when it has one for it
-    (``gain_fusion_net`` keeps one set of weights per modality pair)."""
-    option = next((p for p in spec.parameters if p.name == "pair"), None)
-    if option is not None and option.choices and set_name in option.choices:
-        return {**parameters, "pair": set_name}
-    return parameters
-
-
 def run_benchmark(
     pair_sets: Sequence[PairSet],
     *,
@@ -135,7 +124,7 @@ def run_benchmark(
                     if dev.type == "cuda":
                         torch.cuda.synchronize()
                     start = time.perf_counter()
-                    parameters = _for_set(spec, defaults[spec.name], pair_set.name)
+                    parameters = spec.with_modality_pair(defaults[spec.name], pair_set.name)
                     fused = fuse_arrays(a, b, method=spec, parameters=parameters, device=dev)
                     if dev.type == "cuda":
                         torch.cuda.synchronize()

@@ -144,6 +144,14 @@ class FusionMethod:
     alignment: Callable[[Mapping[str, Any]], int] = field(default=lambda params: 1)
     summary: str = ""
 
+    def with_modality_pair(self, parameters: dict[str, Any], pair: str | None) -> dict[str, Any]:
+        """``parameters`` with the ``pair`` option set to ``pair`` when this method keeps one set of
+        weights per modality pair (``gain_fusion_net``) and has weights for it; else unchanged."""
+        option = next((p for p in self.parameters if p.name == "pair"), None)
+        if option is None or pair not in (option.choices or ()):
+            return parameters
+        return {**parameters, "pair": pair}
+
     def resolve_parameters(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults overridden by ``given``, validated; unknown names are refused.
 
