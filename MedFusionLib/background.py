@@ -55,6 +55,9 @@ CANCEL_FILE = "cancel"
 """Written into the work folder by :meth:`BackgroundJob.cancel`; the job process exits when it appears."""
 PARENT_PID_VARIABLE = "MEDFUSION_PARENT_PID"
 WATCH_INTERVAL = 0.2
+WAIT_OPTION = "--wait"
+"""``python -m MedFusionLib.background --wait JOB.json``: import the engine now, run JOB.json when it appears."""
+WAIT_INTERVAL = 0.01
 
 Emit = Callable[[str, float, str], None]
 
@@ -154,9 +157,17 @@ def _main(argv: list[str], stdout: Any) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     try:
-        if len(argv) != 1:
-            raise MedFusionError("usage: python -m MedFusionLib.background JOB.json")
-        job_path = Path(argv[0])
+        waiting = len(argv) == 2 and argv[0] == WAIT_OPTION
+        if len(argv) != 1 and not waiting:
+            raise MedFusionError(f"usage: python -m MedFusionLib.background [{WAIT_OPTION}] JOB.json")
+        job_path = Path(argv[-1])
+        watched: dict[str, Any] = {}
+        if waiting:
+            _preload_engine()
+            if PARENT_PID_VARIABLE in os.environ:
+                start_watchdog(job_path.resolve().parent, watched)
+            while not job_path.exists():
+                time.sleep(WAIT_INTERVAL)
         try:
             mapping = json.loads(job_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -165,8 +176,9 @@ def _main(argv: list[str], stdout: Any) -> int:
             raise MedFusionError(f"cannot read job file {job_path}: {one_line(error)}") from None
         if not isinstance(mapping, dict):
             raise MedFusionError(f"job file {job_path} must hold a JSON object")
-        if PARENT_PID_VARIABLE in os.environ:
-            start_watchdog(job_path.resolve().parent, mapping)
+        watched.update(mapping)
+        if PARENT_PID_VARIABLE in os.environ and not waiting:
+            start_watchdog(job_path.resolve().parent, watched)
         summary = run_job(FusionJob.from_mapping(mapping), emit=emit).summary()
     except MedFusionError as error:
         write("error", 0.0, one_line(error), exit_code=EXIT_INPUT)
@@ -184,6 +196,14 @@ def _main(argv: list[str], stdout: Any) -> int:
         result=summary,
     )
     return EXIT_OK
+
+
+def _preload_engine() -> None:
+    """Import what every job needs (torch, SimpleITK, the methods), before the job is known."""
+    from . import io, pipeline, registration  # noqa: F401
+    from .fusion import get_method
+
+    get_method("average")
 
 
 def remove_outputs(job: Mapping[str, Any], *, created: Sequence[Path]) -> None:
@@ -248,9 +268,24 @@ class BackgroundJob:
         self.workdir: Path | None = None
         self.pid: int | None = None  # the job's own interpreter (behind any launcher), once it reports
         self._early_exit: int | None = None  # the status when the job ended before its process
+        self._waiting = False  # launched by prelaunch(), the job file not yet written
         self._lock = threading.Lock()
 
     # starting -------------------------------------------------------------------------
+    def prelaunch(self, workdir: str | os.PathLike[str]) -> None:
+        """Start the job's interpreter now, before the job is known; :meth:`start` hands it the job.
+
+        The process imports the engine (torch, SimpleITK, the methods: about a second) and then
+        waits for ``workdir/job.json``, so that a job started later begins at once. It exits
+        by itself when cancelled or when this process ends.
+        """
+        if self.process is not None or self._launcher is not None:
+            raise RuntimeError("this BackgroundJob was already started")
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._waiting = True
+        self._launch(self.workdir / "job.json", self.workdir)
+
     def start(
         self,
         job: FusionJob | Mapping[str, Any],
@@ -266,9 +301,12 @@ class BackgroundJob:
         :class:`~MedFusionLib.errors.MedFusionError`, else 1), and a :meth:`cancel` before it
         has finished means the process is never launched.
         """
-        if self.process is not None or self._launcher is not None:
-            raise RuntimeError("this BackgroundJob was already started")
         workdir = Path(workdir)
+        if self._waiting:
+            if workdir != self.workdir or self.cancelled or prepare is not None:
+                raise RuntimeError("a prelaunched BackgroundJob takes one prepared job, in its own folder")
+        elif self.process is not None or self._launcher is not None:
+            raise RuntimeError("this BackgroundJob was already started")
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         if isinstance(job, FusionJob):
@@ -280,17 +318,31 @@ class BackgroundJob:
             if self.job.get(key) and not Path(self.job[key]).exists()
         ]
         job_file = workdir / "job.json"
-        job_file.write_text(json.dumps(self.job, indent=2), encoding="utf-8")
+        text = json.dumps(self.job, indent=2)
+        if self._waiting:  # the waiting process runs the job as soon as the file appears whole
+            self._waiting = False
+
+            def deliver() -> None:
+                partial = workdir / ".job.json.partial"
+                partial.write_text(text, encoding="utf-8")
+                os.replace(partial, job_file)
+
+        else:
+            job_file.write_text(text, encoding="utf-8")
+
+            def deliver() -> None:
+                self._launch(job_file, workdir)
+
         if prepare is None:
-            self._launch(job_file, workdir)
+            deliver()
         else:
             self._launcher = threading.Thread(
-                target=self._prepare_then_launch, args=(prepare, job_file, workdir), daemon=True
+                target=self._prepare_then_launch, args=(prepare, deliver), daemon=True
             )
             self._launcher.start()
         return job_file
 
-    def _prepare_then_launch(self, prepare: Callable[[], None], job_file: Path, workdir: Path) -> None:
+    def _prepare_then_launch(self, prepare: Callable[[], None], deliver: Callable[[], None]) -> None:
         from .errors import MedFusionError
 
         try:
@@ -303,7 +355,7 @@ class BackgroundJob:
             if self.cancelled:
                 self._end_before_launch(EXIT_FAILED, "cancelled")
             else:
-                self._launch(job_file, workdir)
+                deliver()
 
     def _end_before_launch(self, code: int, message: str) -> None:
         self._early_exit = code
@@ -324,8 +376,9 @@ class BackgroundJob:
             )
         else:
             options["start_new_session"] = True
+        wait = [WAIT_OPTION] if self._waiting else []
         self.process = subprocess.Popen(
-            [self.python, "-m", "MedFusionLib.background", str(job_file)],
+            [self.python, "-m", "MedFusionLib.background", *wait, str(job_file)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -449,6 +449,26 @@ def _write_registration_outputs(
         raise
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .validation import check_device
+    from .web.serve import serve
+
+    check_device(args.device, name="--device")
+    serve(
+        args.data,
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        save_dir=args.save_dir,
+        allowed_hosts=args.allow_host,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        device=args.device,
+        announce=lambda line: print(line, flush=True),
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -766,6 +786,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     p.add_argument("--json", action="store_true", help="print the weights' record as JSON")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("serve", help="review fusions in a web browser (needs the web extra)")
+    p.add_argument("--data", default=".", help="folder of images and DICOM series to offer (default .)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need a token)"
+    )
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument(
+        "--token", help="token every request must carry (generated and printed when binding beyond loopback)"
+    )
+    p.add_argument("--save-dir", help="where Save writes (default DATA/medfusion-results)")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name the server is reached by (its DNS name); repeatable",
+    )
+    p.add_argument("--tls-cert", metavar="PEM", help="certificate file: serve HTTPS (with --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key file")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    p.set_defaults(run=cmd_serve)
 
     p = sub.add_parser("demo", help="fuse the shipped sample data with several methods")
     p.add_argument("--out", default="medfusion_demo", help="output folder (default ./medfusion_demo)")

@@ -28,37 +28,41 @@ def data_dir() -> Path:
 DEBIAN_TOOLS = {"dciodvfy": "dicom3tools", "Orthanc": "orthanc"}
 
 
-def _debian_tool(binary: str) -> str:
-    """The path of ``binary``, installing its Debian package first when possible; else skip."""
+def _apt_install(packages: list[str], *, why: str) -> None:
+    """Install Debian ``packages`` as root with apt-get, or skip the test saying ``why`` they are needed."""
     import os
     import shutil
     import subprocess
 
-    found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin")
-    if found:
-        return found
-    package = DEBIAN_TOOLS[binary]
+    wanted = " ".join(packages)
     if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip(f"{binary} not found and not root with apt-get: apt-get install {package}")
+        pytest.skip(f"{why}: not root with apt-get; apt-get install {wanted}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [
-        "apt-get",
-        "install",
-        "-y",
-        "-q",
-        *sorted(set(DEBIAN_TOOLS.values())),
-    ]
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    result = None
     for command in (install, ["apt-get", "update", "-q"], install):
         try:
             result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
         except subprocess.TimeoutExpired:
-            pytest.skip(f"{' '.join(command[:2])} {package} took more than 15 minutes")
+            pytest.skip(f"{why}: {' '.join(command[:2])} {wanted} took more than 15 minutes")
         if command is install and result.returncode == 0:
-            break
+            return
+    assert result is not None
+    last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+    pytest.skip(f"{why}: cannot install {wanted} with apt-get: {last[0]}")
+
+
+def _debian_tool(binary: str) -> str:
+    """The path of ``binary``, installing its Debian package first when possible; else skip."""
+    import shutil
+
+    found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin")
+    if found:
+        return found
+    _apt_install(sorted(set(DEBIAN_TOOLS.values())), why=f"{binary} not found")
     found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin")
     if not found:
-        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        pytest.skip(f"cannot install {package} with apt-get: {last[0]}")
+        pytest.skip(f"{binary} still missing after apt-get install {DEBIAN_TOOLS[binary]}")
     return found
 
 
@@ -184,3 +188,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     last = [item for item in items if item.nodeid.endswith(QT_PANEL_TESTS)]
     if last:
         items[:] = [item for item in items if item not in last] + last
+
+
+# --- the web app's browser tests: Debian's Chromium and Mesa's EGL for headless rendering -----
+WEB_PACKAGES = ("chromium", "libegl1", "libegl-mesa0", "libgl1-mesa-dri")
+"""What the browser tests need from Debian: the browser Playwright drives, and the EGL/Mesa
+libraries with which the server renders its slice views without a display."""
+
+
+def _debian_installed(package: str) -> bool:
+    import shutil
+    import subprocess
+
+    if not shutil.which("dpkg-query"):
+        return False
+    result = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True, check=False
+    )
+    return result.returncode == 0 and result.stdout.strip().endswith("installed")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The path of Debian's Chromium (installed with the EGL libraries when root; else skip)."""
+    import shutil
+
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the test extra has it)")
+    missing = [package for package in WEB_PACKAGES if not _debian_installed(package)]
+    if missing and not shutil.which("chromium"):
+        _apt_install(missing, why="the browser tests need Chromium and EGL")
+    elif missing:
+        _apt_install(missing, why="the web server needs EGL to render without a display")
+    found = shutil.which("chromium")
+    if not found:
+        pytest.skip("Chromium still missing after apt-get install chromium")
+    return found

@@ -361,3 +361,37 @@ def _running(pid: int, *, wait: float = 5.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+class TestPrelaunch:
+    """A process started before its job (the web app's spare): the engine is imported in advance."""
+
+    def test_a_prelaunched_process_runs_the_job_it_is_given(self, tmp_path: Path) -> None:
+        runner = BackgroundJob()
+        runner.prelaunch(tmp_path)
+        time.sleep(0.5)
+        assert runner.running and not runner.poll()  # waiting: alive, nothing reported yet
+        output = tmp_path / "fused.nrrd"
+        job = {
+            "fixed": mni_path("spm_T1"),
+            "moving": mni_path("spm_PET"),
+            "output": output,
+            "method": "average",
+        }
+        runner.start(job, tmp_path)
+        assert runner.wait(timeout=60) == 0, runner.stderr
+        assert runner.result is not None and runner.result["method"] == "average"
+        assert output.is_file() and not (tmp_path / ".job.json.partial").exists()
+        with pytest.raises(RuntimeError):
+            runner.start(job, tmp_path)  # one job per process
+
+    def test_a_waiting_process_is_cancelled_and_takes_no_job_in_another_folder(self, tmp_path: Path) -> None:
+        runner = BackgroundJob()
+        runner.prelaunch(tmp_path / "a")
+        with pytest.raises(RuntimeError):
+            runner.start(
+                {"fixed": "x", "moving": "y", "output": str(tmp_path / "b" / "o.nrrd")}, tmp_path / "b"
+            )
+        runner.cancel()
+        assert runner.wait(timeout=10) != 0  # 3 from the watchdog, or -15 if still starting up
+        assert runner.error == "cancelled" and not (tmp_path / "a" / "job.json").exists()

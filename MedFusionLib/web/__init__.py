@@ -1,0 +1,1 @@
+"""The browser review app (medfusion serve) on trame-slicer; an optional extra."""
