@@ -12,16 +12,13 @@ Set ``MEDFUSION_WEB_SCREENSHOT=PATH`` to keep the page's screenshot after Apply 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,82 +32,13 @@ pytest.importorskip(
     "trame_slicer", reason="trame-slicer is not installed (the web extra; the test extra has it)"
 )
 
+from web_server import Server  # noqa: E402
+
 from MedFusionLib.slicer_support import bundled_sample_paths  # noqa: E402
 
 SAMPLES = Path(next(iter(bundled_sample_paths().values()))).parent
 SLICE_2D = "slice_CT.png"
 OUTSIDE_LINK = "outside_T1.nii.gz"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Server:
-    """``medfusion serve`` in its own process; :attr:`url` is the address it printed."""
-
-    def __init__(self, data: Path, *extra: str, host: str = "127.0.0.1") -> None:
-        self.port = _free_port()
-        command = [sys.executable, "-m", "MedFusionLib.cli", "serve", "--data", str(data), "--host", host]
-        command += ["--port", str(self.port), "--device", "cpu", *extra]
-        env = {key: value for key, value in os.environ.items() if key != "DISPLAY"}
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        )
-        self.lines: list[str] = []
-        self.url: str | None = None
-        ready = threading.Event()
-
-        def read() -> None:
-            assert self.process.stdout is not None
-            for line in self.process.stdout:
-                self.lines.append(line.rstrip())
-                found = re.search(r"open (https?://\S+)", line)
-                if found:
-                    self.url = found.group(1)
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(90) or self.url is None:
-            self.stop()
-            pytest.fail("medfusion serve did not start:\n" + "\n".join(self.lines[-20:]))
-
-    def get(self, path: str, *, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers or {})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as answer:
-                return answer.status, answer.read(), dict(answer.headers)
-        except urllib.error.HTTPError as error:
-            return error.code, error.read(), dict(error.headers)
-
-    def websocket_status(self, *, origin: str | None, cookie: str | None = None) -> int:
-        """The status of a websocket handshake on /ws (101 when accepted)."""
-        import aiohttp
-
-        async def handshake() -> int:
-            headers = {"Origin": origin} if origin else {}
-            if cookie:
-                headers["Cookie"] = cookie
-            async with aiohttp.ClientSession() as session:
-                try:
-                    async with session.ws_connect(f"http://127.0.0.1:{self.port}/ws", headers=headers) as ws:
-                        await ws.close()
-                        return 101
-                except aiohttp.WSServerHandshakeError as error:
-                    return error.status
-
-        return asyncio.run(handshake())
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -360,6 +288,19 @@ class TestPage:
             time.sleep(0.2)
         assert np.abs(after - before).mean() > 3
         page.get_by_test_id("opacity-slider").fill("0")  # type: ignore[attr-defined]
+
+    def test_the_wheel_scrolls_and_a_left_drag_changes_window_level(self, page: object) -> None:
+        box = page.get_by_test_id("view-axial").bounding_box()  # type: ignore[attr-defined]
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)  # type: ignore[attr-defined]
+        for act in (
+            lambda: page.mouse.wheel(0, 240),  # type: ignore[attr-defined]
+            lambda: (page.mouse.down(), page.mouse.move(x + 40, y + 40), page.mouse.up()),  # type: ignore[attr-defined]
+        ):
+            before = _views_settled(page)["axial"]
+            act()
+            after = _views_settled(page)["axial"]
+            assert np.abs(after - before).mean() > 2
 
     def test_a_2d_image_against_a_volume_is_an_error_and_the_app_goes_on(self, page: object) -> None:
         _choose(page, SLICE_2D, "sts019_PET.nii.gz")

@@ -7,6 +7,7 @@ real-patient sample (TCIA STS_019: CT, FDG-PET, tumour mask) and real background
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from pathlib import Path
 
@@ -152,3 +153,38 @@ def test_the_lesion_centre_is_the_masks_centre_in_ras() -> None:
     lps = image.TransformContinuousIndexToPhysicalPoint([float(i) for i in index])
     assert np.allclose(centre, (-lps[0], -lps[1], lps[2]), atol=1e-4)
     assert lesion_centre_ras(mask.with_array(np.zeros_like(mask.array))) is None
+
+
+def test_a_dicom_study_is_fused_and_saved_as_a_derived_series_in_it(data_dir: Path, tmp_path: Path) -> None:
+    """TCIA STS_007 as DICOM (CT and PET series of one study): Save writes DICOM into that study."""
+    import pydicom
+
+    study = data_dir / "sts_dicom" / "STS_007"
+    if not study.is_dir():
+        pytest.skip(f"{study} not found")
+    folder = tmp_path / "data"
+    for series in ("CT", "PET"):
+        shutil.copytree(study / series, folder / "STS_007" / series)
+    catalogue = Catalogue(folder)
+    volumes = {entry.modality: entry for entry in catalogue.volumes()}
+    assert set(volumes) == {"CT", "PET"} and volumes["CT"].series is not None
+    headless = mrml.new_scene()
+    review = FusionReview(catalogue, headless.scene, headless.application_logic, save_dir=tmp_path / "out")
+    try:
+        review.apply(Choice(fixed=volumes["CT"].key, moving=volumes["PET"].key))
+        _wait(review)
+        assert review.status == "done", review.status
+        target = review.save()
+        assert target is not None and review.saving
+        _wait(review, timeout=180)
+        assert review.saved == target and review.status == "done", review.status
+        written = sorted(target.glob("*.dcm"))
+        ct_files = sorted((folder / "STS_007" / "CT" / "image").glob("*.dcm"))
+        assert len(written) == len(ct_files) and target.name == "STS_007_CT_image_STS_007_PET_image_uptake_average"
+        first, ct = pydicom.dcmread(written[0]), pydicom.dcmread(ct_files[0], stop_before_pixels=True)
+        assert first.StudyInstanceUID == ct.StudyInstanceUID
+        assert first.FrameOfReferenceUID == ct.FrameOfReferenceUID
+        assert "DERIVED" in first.ImageType and "uptake_average" in first.DerivationDescription
+    finally:
+        review.close()
+        headless.close()

@@ -444,7 +444,8 @@ def _describe(summary: dict[str, Any]) -> str:
 
 
 def _stem(key: str) -> str:
-    name = Path(key.split("#", 1)[0]).name
+    """A file name from a catalogue key: its path with ``_`` for ``/``, without the extension."""
+    name = key.split("#", 1)[0].strip("/").replace("/", "_")
     for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
