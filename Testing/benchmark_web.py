@@ -94,9 +94,7 @@ def _next_frame(page, after: float) -> float | None:
         )
     except Exception:  # noqa: BLE001 - no new image: the interaction changed nothing
         return None
-    return page.evaluate(
-        "(t) => window.__frames.filter(f => f[0] === 'axial' && f[1] > t)[0][1] - t", after
-    )
+    return page.evaluate("(t) => window.__frames.filter(f => f[0] === 'axial' && f[1] > t)[0][1] - t", after)
 
 
 def _interaction(page, kind: str, steps: int) -> list[float | None]:

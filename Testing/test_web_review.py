@@ -180,7 +180,10 @@ def test_a_dicom_study_is_fused_and_saved_as_a_derived_series_in_it(data_dir: Pa
         assert review.saved == target and review.status == "done", review.status
         written = sorted(target.glob("*.dcm"))
         ct_files = sorted((folder / "STS_007" / "CT" / "image").glob("*.dcm"))
-        assert len(written) == len(ct_files) and target.name == "STS_007_CT_image_STS_007_PET_image_uptake_average"
+        assert (
+            len(written) == len(ct_files)
+            and target.name == "STS_007_CT_image_STS_007_PET_image_uptake_average"
+        )
         first, ct = pydicom.dcmread(written[0]), pydicom.dcmread(ct_files[0], stop_before_pixels=True)
         assert first.StudyInstanceUID == ct.StudyInstanceUID
         assert first.FrameOfReferenceUID == ct.FrameOfReferenceUID
