@@ -31,11 +31,20 @@ from web_server import Server  # noqa: E402
 from MedFusionLib.slicer_support import bundled_sample_paths  # noqa: E402
 
 SAMPLES = Path(next(iter(bundled_sample_paths().values()))).parent
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+LARGEST = "STS_049"  # the largest CT of sts/: 232 x 205 x 92
 PAIRS = {
-    "CT + PET (STS_019)": ("sts019_CT.nii.gz", "sts019_PET.nii.gz", "none"),
-    "MR + PET (STS_019)": ("sts019_MR_T1.nii.gz", "sts019_PET.nii.gz", "none"),
-    "MR + PET, rigid registration": ("sts019_MR_T1.nii.gz", "sts019_PET.nii.gz", "rigid"),
+    "CT + PET (STS_019, demo data)": (".", "sts019_CT.nii.gz", "sts019_PET.nii.gz", "none"),
+    "MR + PET (STS_019, demo data)": (".", "sts019_MR_T1.nii.gz", "sts019_PET.nii.gz", "none"),
+    "MR + PET, rigid registration (STS_019)": (".", "sts019_MR_T1.nii.gz", "sts019_PET.nii.gz", "rigid"),
+    f"CT + PET ({LARGEST}, largest of sts/)": (
+        LARGEST,
+        f"{LARGEST}/CT_image.nii.gz",
+        f"{LARGEST}/PET_image.nii.gz",
+        "none",
+    ),
 }
+DICOM_STUDY = "STS_007"
 WATCH = """() => {
   window.__frames = [];
   window.__status = [];
@@ -51,8 +60,13 @@ WATCH = """() => {
 }"""
 
 
-def _apply_to_views(page, fixed: str, moving: str, registration: str) -> float:
+def _apply_to_views(page, study: str, fixed: str, moving: str, registration: str) -> float:
     """Milliseconds from the click on Apply to the result's image in all three views."""
+    page.get_by_test_id("study-select").select_option(study)
+    page.wait_for_function(
+        "(key) => [...document.querySelectorAll('[data-testid=fixed-select] option')].some(o => o.value === key)",
+        arg=fixed,
+    )
     page.get_by_test_id("fixed-select").select_option(fixed)
     page.get_by_test_id("moving-select").select_option(moving)
     page.get_by_test_id("registration-select").select_option(registration)
@@ -85,6 +99,17 @@ def _apply_to_views(page, fixed: str, moving: str, registration: str) -> float:
         }""",
         start,
     )
+
+
+def _dicom_pair(page, study: str) -> tuple[str, str, str, str]:
+    """The DICOM study's CT and PET series keys, as the page lists them."""
+    page.get_by_test_id("study-select").select_option(study)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=fixed-select] option')].some(o => o.value.includes('#'))"
+    )
+    options = page.get_by_test_id("fixed-select").locator("option").all()
+    keys = {o.text_content().split(" · ")[1]: o.get_attribute("value") for o in options}
+    return (study, keys["CT"], keys["PET"], "none")
 
 
 def _next_frame(page, after: float) -> float | None:
@@ -140,6 +165,10 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="medfusion-web-bench-"))
     for path in SAMPLES.glob("*.nii.gz"):
         shutil.copyfile(path, folder / path.name)
+    shutil.copytree(DATA / "sts" / LARGEST, folder / LARGEST)
+    dicom = DATA / "sts_dicom" / DICOM_STUDY
+    for series in ("CT", "PET"):
+        shutil.copytree(dicom / series / "image", folder / "dicom" / series)
     server = Server(folder)
     results: dict[str, list[float]] = {name: [] for name in PAIRS}
     try:
@@ -149,12 +178,16 @@ def main() -> int:
             page.goto(server.url)
             page.get_by_test_id("fixed-select").wait_for()
             page.evaluate(WATCH)
-            _apply_to_views(page, *PAIRS["CT + PET (STS_019)"])  # warm-up, not counted
+            studies = page.get_by_test_id("study-select").locator("option").all()
+            dicom_study = next(o.get_attribute("value") for o in studies if DICOM_STUDY in o.text_content())
+            PAIRS[f"CT + PET ({DICOM_STUDY}, DICOM series)"] = _dicom_pair(page, dicom_study)
+            results.update({name: [] for name in PAIRS if name not in results})
+            _apply_to_views(page, *PAIRS["CT + PET (STS_019, demo data)"])  # warm-up, not counted
             for _ in range(args.runs):
                 for name, pair in PAIRS.items():
                     results[name].append(_apply_to_views(page, *pair))
                     print(f"{name}: {results[name][-1]:.0f} ms", flush=True)
-            _apply_to_views(page, *PAIRS["CT + PET (STS_019)"])
+            _apply_to_views(page, *PAIRS["CT + PET (STS_019, demo data)"])
             wheel = _interaction(page, "wheel", args.steps)
             drag = _interaction(page, "drag", args.steps)
             browser.close()
@@ -189,7 +222,7 @@ def main() -> int:
         "",
         "## Interacting with a slice (target: 100 ms per frame)",
         "",
-        "Over the axial view of the CT + PET result, each step timed alone (0.25 s apart):",
+        "Over the axial view of the STS_019 CT + PET result, each step timed alone (0.25 s apart):",
         "",
         f"- mouse wheel (next/previous slice): {_summary(wheel)}",
         f"- left drag of 4 pixels (window/level): {_summary(drag)}",

@@ -262,7 +262,7 @@ class TestPage:
         )
         assert _apply(page) == "done"
         assert "uptake_average" in page.get_by_test_id("message").text_content()  # type: ignore[attr-defined]
-        assert "conspicuity kept 0." in page.get_by_test_id("readout").text_content()  # type: ignore[attr-defined]
+        page.get_by_test_id("readout").filter(has_text="conspicuity kept 0.").wait_for()  # type: ignore[attr-defined]
         views = _views_settled(page)
         for name, pixels in views.items():
             gray = pixels.mean(axis=2)

@@ -51,7 +51,7 @@ def review(data: Path, tmp_path: Path):
 
 def _wait(review: FusionReview, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
-    while review.running:
+    while review.busy:  # the job, then the lesion readout
         review.poll()
         assert time.monotonic() < deadline, f"still {review.status} after {timeout} s"
         time.sleep(0.05)
@@ -80,6 +80,21 @@ class TestReview:
         assert composite.GetBackgroundVolumeID() == shown.fused.GetID()
         readout = review.readout()
         assert readout is not None and 0.5 < readout["conspicuity_kept"] <= 1.0
+        # the readout computed after display equals the one medfusion fuse --lesion reports
+        from MedFusionLib.job import FusionJob, run_job
+
+        expected = run_job(
+            FusionJob(
+                fixed=str(data / "sts019_CT.nii.gz"),
+                moving=str(data / "sts019_PET.nii.gz"),
+                modality_fixed="CT",
+                modality_moving="PET",
+                lesion=str(data / "sts019_CT_mask.nii.gz"),
+                device="cpu",
+            )
+        ).clinical
+        for key in ("conspicuity_kept", "anatomy_kept"):
+            assert readout[key] == pytest.approx(expected[key], abs=1e-6)
         # the views are centred on the tumour: every slice plane passes through its centre
         centre = np.array(shown.lesion_centre)
         for slice_node in mrml._nodes(review.scene, "vtkMRMLSliceNode"):

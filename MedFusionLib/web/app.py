@@ -18,6 +18,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from ..job import REGISTRATION_TYPES
 from .catalogue import Catalogue
 from .review import Choice, FusionReview, colormap_choices, method_choices
@@ -230,7 +231,7 @@ class ReviewApp:
 
     async def _poll_forever(self) -> None:
         while True:
-            if self.review.running:
+            if self.review.busy:
                 with self.state:
                     self.review.poll()
             await asyncio.sleep(POLL_SECONDS)
@@ -308,6 +309,13 @@ class ReviewApp:
                     "Wheel or slider: slice. Left drag: window/level. Shift + move: linked cursor.",
                     classes="mf-note",
                 )
+            layout.footer.clear()
+            with layout.footer:
+                html.Span(
+                    f"MedFusion {__version__} · data folder {self.catalogue.root.name} · "
+                    "a review tool: check results against the source images",
+                    classes="text-caption",
+                )
             with layout.content, html.Div(classes="mf-views"):
                 for name, view in self.views.items():
                     with html.Div(classes="mf-view", raw_attrs=_test_id(f"view-{name}")):
@@ -317,6 +325,8 @@ class ReviewApp:
 def _readout_text(readout: dict[str, Any] | None) -> str:
     if not readout:
         return ""
+    if readout.get("pending"):
+        return "Lesion: computing conspicuity kept and anatomy kept..."
     if "error" in readout:
         return f"lesion readout: {readout['error']}"
     parts = []

@@ -133,8 +133,10 @@ class FusionReview:
         self._spare: tuple[BackgroundJob, Path] | None = None
         self._running: _Run | None = None
         self._reading: Future[dict[str, Any]] | None = None
-        self._readers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medfusion-read")
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="medfusion-read")
         self._input_nodes: dict[str, Any] = {}
+        self._images: dict[str, Any] = {}
+        self._readout: Future[dict[str, Any]] | None = None
         self._lock = threading.Lock()
         self.prepare_worker()
 
@@ -166,6 +168,11 @@ class FusionReview:
     @property
     def running(self) -> bool:
         return self._running is not None
+
+    @property
+    def busy(self) -> bool:
+        """A job runs or the lesion readout is being computed: keep calling :meth:`poll`."""
+        return self._running is not None or self._readout is not None
 
     @property
     def saving(self) -> bool:
@@ -240,7 +247,7 @@ class FusionReview:
             method=None if choice.method == RECOMMENDED else choice.method,
             colormap=choice.colormap,
             device=self.device,
-            lesion=str(entries["lesion"].path) if "lesion" in entries else None,
+            compress=False,  # read back at once by this process
         )
         job.check()  # an unknown method, parameter or table fails here, before any process work
         return entries, job
@@ -253,6 +260,14 @@ class FusionReview:
 
     def poll(self) -> None:
         """Advance a running job: progress, then the result in the views (call it often)."""
+        if self._readout is not None and self._readout.done():
+            readout, self._readout = self._readout, None
+            if self.shown is not None and self.shown.summary.get("clinical", {}).get("pending"):
+                try:
+                    self.shown.summary["clinical"] = readout.result()
+                except Exception as error:  # noqa: BLE001 - a readout never fails the fusion
+                    self.shown.summary["clinical"] = {"error": one_line(error)}
+                self.on_change()
         if self._running is None:
             return
         run = self._running
@@ -262,8 +277,8 @@ class FusionReview:
             if stage not in ("done", "error", "log"):
                 status = "done" if run.saving else "running"
                 self._set(status, message=str(event.get("message", "")), progress=event.get("progress"))
-        if not runner.finished:
-            return
+        if not runner.finished and runner.result is None:
+            return  # the result is in the "done" event: no need to wait for the process to exit
         self._running = None
         if run.saving is not None:
             self._finish_save(runner, run.saving)
@@ -282,27 +297,20 @@ class FusionReview:
 
     # --- showing ----------------------------------------------------------------------------
     def _read_inputs(self, entries: dict[str, VolumeEntry]) -> dict[str, Any]:
-        """Read the inputs (and the lesion's centre) on a worker thread while the job runs."""
+        """Read the inputs and the lesion on a worker thread while the job runs (kept for the next job)."""
         from ..io import read_image
 
-        images = {}
-        for role in ("fixed", "moving"):
-            entry = entries[role]
-            if entry.key not in self._input_nodes:
-                images[role] = read_image(entry.path, modality=entry.modality, series=entry.series)
-        centre = None
-        if "lesion" in entries:
-            with contextlib.suppress(MedFusionError):
-                centre = lesion_centre_ras(read_image(entries["lesion"].path))
-        return {"images": images, "lesion_centre": centre}
+        for role in ("fixed", "moving", "lesion"):
+            entry = entries.get(role)
+            if entry is not None and entry.key not in self._images:
+                modality = None if role == "lesion" else entry.modality
+                self._images[entry.key] = read_image(entry.path, modality=modality, series=entry.series)
+        return {role: self._images[entry.key] for role, entry in entries.items()}
 
-    def _input_node(self, entry: VolumeEntry, images: dict[str, Any], role: str) -> Any:
+    def _input_node(self, entry: VolumeEntry, image: Any) -> Any:
         node = self._input_nodes.get(entry.key)
         if node is None or node.GetScene() is None:
-            from ..io import read_image
-
-            image = images.get(role) or read_image(entry.path, modality=entry.modality, series=entry.series)
-            node = mrml.volume_node_from_image(image, self.scene, Path(entry.key).name.split(".")[0])
+            node = mrml.volume_node_from_image(image, self.scene, _stem(entry.key))
             if entry.modality:
                 node.SetAttribute("MedFusion.Modality", entry.modality)
             self._input_nodes[entry.key] = node
@@ -311,20 +319,26 @@ class FusionReview:
     def _show(self, summary: dict[str, Any], choice: Choice, entries: dict[str, VolumeEntry]) -> None:
         assert self._reading is not None
         try:
-            read = self._reading.result()
+            images = self._reading.result()
         except MedFusionError:
             raise
         except Exception as error:  # noqa: BLE001 - one line for the page
             raise InputError(f"cannot read the inputs for display: {one_line(error)}") from None
-        fixed = self._input_node(entries["fixed"], read["images"], "fixed")
-        moving = self._input_node(entries["moving"], read["images"], "moving")
-        self._drop_unused_inputs({entries["fixed"].key, entries["moving"].key})
+        fixed = self._input_node(entries["fixed"], images["fixed"])
+        moving = self._input_node(entries["moving"], images["moving"])
+        self._forget_inputs_but(set(e.key for e in entries.values()))
         previous = self.shown.fused if self.shown is not None else None
         fused = mrml.add_job_result_nodes(summary, fixed, moving, node=previous)
-        self.shown = Shown(fixed, moving, fused, summary, choice, read["lesion_centre"])
+        centre = lesion_centre_ras(images["lesion"]) if "lesion" in images else None
+        self.shown = Shown(fixed, moving, fused, summary, choice, centre)
         self.show_layers(fit=True)
+        if "lesion" in images:  # after the views: the readout takes longer than the fusion
+            summary["clinical"] = {"pending": True}
+            self._readout = self._readers.submit(_lesion_readout, summary, images)
 
-    def _drop_unused_inputs(self, keep: set[str]) -> None:
+    def _forget_inputs_but(self, keep: set[str]) -> None:
+        for key in [k for k in self._images if k not in keep]:
+            del self._images[key]
         for key in [k for k in self._input_nodes if k not in keep]:
             node = self._input_nodes.pop(key)
             for other in mrml._nodes(self.scene, "vtkMRMLScalarVolumeNode"):
@@ -436,6 +450,27 @@ class FusionReview:
     def readout(self) -> dict[str, Any] | None:
         """The lesion readout of the shown result (conspicuity kept, anatomy kept), if any."""
         return None if self.shown is None else self.shown.summary.get("clinical")
+
+
+def _lesion_readout(summary: dict[str, Any], images: dict[str, Any]) -> dict[str, Any]:
+    """Conspicuity kept and anatomy kept of the result, or ``{"error": reason}``
+    (:func:`MedFusionLib.readout.clinical_readout`, on the result file the job wrote)."""
+    import SimpleITK as sitk
+
+    from ..io import read_image
+    from ..readout import clinical_readout
+
+    try:
+        return clinical_readout(
+            images["fixed"],
+            images["moving"],
+            read_image(summary["output"]),
+            images["lesion"],
+            colormap=summary.get("colormap"),
+            transform=sitk.ReadTransform(summary["transform"]) if summary.get("transform") else None,
+        )
+    except MedFusionError as error:
+        return {"error": one_line(error)}
 
 
 def _describe(summary: dict[str, Any]) -> str:
