@@ -464,7 +464,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         device=args.device,
-        announce=lambda line: print(line, flush=True),
     )
     return 0
 

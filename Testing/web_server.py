@@ -42,7 +42,7 @@ class Server:
                 found = re.search(r"open (https?://\S+)", line)
                 if found:
                     self.url = found.group(1)
-                if line.startswith("data folder:"):  # the last line of the announcement
+                if "data folder:" in line:  # the last line of the announcement
                     ready.set()
             ready.set()
 

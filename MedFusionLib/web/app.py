@@ -151,6 +151,7 @@ class ReviewApp:
         state.change("study")(self._on_study)
         state.change("fixed_key")(self._on_fixed)
         state.change("opacity_percent")(self._on_opacity)
+        state.change("fixed_key", "moving_key", "lesion_key")(self._prefetch)
 
     def refresh(self) -> None:
         """Scan the data folder again (new files, a new study)."""
@@ -184,6 +185,10 @@ class ReviewApp:
             entry = self.catalogue.entry(fixed_key)
             self.state.lesion_key = entry.lesion or ""
 
+    def _prefetch(self, **_: Any) -> None:
+        """Read the chosen volumes while the user goes on choosing."""
+        self.review.prefetch(self._choice())
+
     def _on_opacity(self, opacity_percent: Any = 0, **_: Any) -> None:
         try:
             self.review.set_opacity(float(opacity_percent) / 100.0)
@@ -212,15 +217,17 @@ class ReviewApp:
     def apply(self) -> None:
         state = self.state
         state.runs += 1
-        self.review.apply(
-            Choice(
-                fixed=state.fixed_key or None,
-                moving=state.moving_key or None,
-                registration=state.registration,
-                method=state.method,
-                colormap=state.colormap,
-                lesion=state.lesion_key or None,
-            )
+        self.review.apply(self._choice())
+
+    def _choice(self) -> Choice:
+        state = self.state
+        return Choice(
+            fixed=state.fixed_key or None,
+            moving=state.moving_key or None,
+            registration=state.registration,
+            method=state.method,
+            colormap=state.colormap,
+            lesion=state.lesion_key or None,
         )
 
     def cancel(self) -> None:

@@ -132,10 +132,10 @@ class FusionReview:
         self._count = 0
         self._spare: tuple[BackgroundJob, Path] | None = None
         self._running: _Run | None = None
-        self._reading: Future[dict[str, Any]] | None = None
+        self._reading: dict[str, Future[Any]] = {}
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="medfusion-read")
         self._input_nodes: dict[str, Any] = {}
-        self._images: dict[str, Any] = {}
+        self._images: dict[str, Future[Any]] = {}  # by catalogue key: read once, kept while chosen
         self._readout: Future[dict[str, Any]] | None = None
         self._lock = threading.Lock()
         self.prepare_worker()
@@ -196,7 +196,7 @@ class FusionReview:
             output=lambda folder: folder / ("fused" + RESULT_FORMAT),
             transform=lambda folder: folder / "transform.h5" if registering else None,
         )
-        self._reading = self._readers.submit(self._read_inputs, entries)
+        self._reading = {role: self._image(entry, role) for role, entry in entries.items()}
         self.saved = None
         self._set("running", message="starting", progress=0.0)
 
@@ -296,16 +296,40 @@ class FusionReview:
         self.prepare_worker()
 
     # --- showing ----------------------------------------------------------------------------
-    def _read_inputs(self, entries: dict[str, VolumeEntry]) -> dict[str, Any]:
-        """Read the inputs and the lesion on a worker thread while the job runs (kept for the next job)."""
-        from ..io import read_image
+    def _image(self, entry: VolumeEntry, role: str) -> Future[Any]:
+        """The image of ``entry``, read once on a worker thread (while the user chooses or the job runs)."""
+        future = self._images.get(entry.key)
+        if future is None or (future.done() and future.exception() is not None):
+            from ..io import read_image
 
-        for role in ("fixed", "moving", "lesion"):
-            entry = entries.get(role)
-            if entry is not None and entry.key not in self._images:
-                modality = None if role == "lesion" else entry.modality
-                self._images[entry.key] = read_image(entry.path, modality=modality, series=entry.series)
-        return {role: self._images[entry.key] for role, entry in entries.items()}
+            modality = None if role == "lesion" else entry.modality
+            future = self._readers.submit(read_image, entry.path, modality=modality, series=entry.series)
+            self._images[entry.key] = future
+        return future
+
+    def prefetch(self, choice: Choice) -> None:
+        """Start reading the chosen volumes now, so that Apply shows its result sooner.
+
+        Keys that are not in the catalogue are ignored here (Apply reports them); images no
+        longer chosen nor shown are dropped.
+        """
+        keep = (
+            {self.shown.choice.fixed, self.shown.choice.moving, self.shown.choice.lesion}
+            if self.shown
+            else set()
+        )
+        for role, key in (("fixed", choice.fixed), ("moving", choice.moving), ("lesion", choice.lesion)):
+            if not key:
+                continue
+            try:
+                entry = self.catalogue.entry(key)
+            except MedFusionError:
+                continue
+            if not entry.is_mask or role == "lesion":
+                self._image(entry, role)
+                keep.add(key)
+        for key in [k for k in self._images if k not in keep]:
+            del self._images[key]
 
     def _input_node(self, entry: VolumeEntry, image: Any) -> Any:
         node = self._input_nodes.get(entry.key)
@@ -317,9 +341,8 @@ class FusionReview:
         return node
 
     def _show(self, summary: dict[str, Any], choice: Choice, entries: dict[str, VolumeEntry]) -> None:
-        assert self._reading is not None
         try:
-            images = self._reading.result()
+            images = {role: future.result() for role, future in self._reading.items()}
         except MedFusionError:
             raise
         except Exception as error:  # noqa: BLE001 - one line for the page

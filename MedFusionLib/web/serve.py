@@ -52,7 +52,7 @@ def serve(
     tls_cert: str | os.PathLike[str] | None = None,
     tls_key: str | os.PathLike[str] | None = None,
     device: str = "auto",
-    announce: Callable[[str], None] = print,
+    announce: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the review app on ``host:port`` until interrupted.
 
@@ -65,7 +65,9 @@ def serve(
         allowed_hosts: other names the server may be reached by (its DNS name).
         tls_cert, tls_key: PEM certificate and key files: serve HTTPS (both or neither).
         device: the engine's device.
-        announce: prints the address (and the token when generated).
+        announce: prints the address (and the token when generated); by default a line on
+            standard output, through a copy of its descriptor (the engine's readers redirect
+            descriptors 1 and 2 for a moment to catch ITK's messages, from worker threads too).
 
     Raises:
         InputError: no data folder, trame-slicer missing.
@@ -82,6 +84,7 @@ def serve(
     )
     check_web_installed()
     use_headless_rendering()
+    announce = announce or _stdout_printer()
 
     from trame.app import get_server
 
@@ -147,3 +150,13 @@ def _tls_files(
         if "," in str(path):
             raise ParameterError(f"{option} file {path}: the name must not contain a comma")
     return str(Path(cert).resolve()), str(Path(key).resolve())
+
+
+def _stdout_printer() -> Callable[[str], None]:
+    stream = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8")
+
+    def write(line: str) -> None:
+        stream.write(line + "\n")
+        stream.flush()
+
+    return write
