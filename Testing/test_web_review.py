@@ -151,6 +151,11 @@ class TestReview:
         first, second = review.save(), review.save()
         assert first is not None and second is not None and first != second
         assert first.parent == review.save_dir and first.name.endswith(".nrrd")
+        # the work folder keeps only the shown result's job and the waiting process's folder
+        review.apply(CT_PET)
+        _wait(review)
+        jobs = sorted(p.name for p in review._work.iterdir())
+        assert len(jobs) == 2 and Path(review.shown.summary["output"]).parent.name in jobs
         saved = read_image(first)
         assert saved.is_rgb and saved.array.shape[:3] == read_image(data / "sts019_CT.nii.gz").array.shape
         assert _digests(data) == before

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -56,7 +55,7 @@ class _Run:
     """A job in its process: a fusion to show, or a DICOM save."""
 
     runner: BackgroundJob
-    folder: Path
+    folder: Path | None
     choice: Choice
     entries: dict[str, VolumeEntry]
     saving: Path | None = None
@@ -137,7 +136,7 @@ class FusionReview:
         self._input_nodes: dict[str, Any] = {}
         self._images: dict[str, Future[Any]] = {}  # by catalogue key: read once, kept while chosen
         self._readout: Future[dict[str, Any]] | None = None
-        self._lock = threading.Lock()
+        self._shown_folder: Path | None = None  # the shown result's job folder (Save reads it)
         self.prepare_worker()
 
     # --- the background process -------------------------------------------------------------
@@ -293,6 +292,9 @@ class FusionReview:
                 self._set(f"error: {one_line(error)}")
             else:
                 self._set("done", message=_describe(runner.result), progress=1.0)
+                run.folder, self._shown_folder = self._shown_folder, run.folder  # drop the older result
+        if run.folder is not None:
+            shutil.rmtree(run.folder, ignore_errors=True)
         self.prepare_worker()
 
     # --- showing ----------------------------------------------------------------------------
