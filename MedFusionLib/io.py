@@ -363,16 +363,18 @@ def _is_directory_input(path: Path) -> bool:
     if stat.S_ISDIR(info.st_mode):
         return True
     if not stat.S_ISREG(info.st_mode):
-        raise InputError(f"cannot read {path}: it is a {_file_kind(info.st_mode)}, not a regular file")
+        raise InputError(f"cannot read {path}: it is a {file_kind(info.st_mode)}, not a regular file")
     return False
 
 
-def _file_kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a ``stat`` mode that is not a regular file describes, for messages."""
     kinds = (
         (stat.S_ISFIFO, "FIFO (named pipe)"),
         (stat.S_ISCHR, "character device"),
         (stat.S_ISBLK, "block device"),
         (stat.S_ISSOCK, "socket"),
+        (stat.S_ISDIR, "folder"),
     )
     return next((name for test, name in kinds if test(mode)), "special file")
 

@@ -309,6 +309,18 @@ class TestPage:
         _choose(page, "sts019_MR_T1.nii.gz", "sts019_PET.nii.gz")
         assert _apply(page) == "done"
 
+    def test_method_parameters_are_checked_and_used(self, page: object) -> None:
+        _choose(page, "sts019_CT.nii.gz", "sts019_PET.nii.gz", method_select="gff")
+        page.get_by_text("r1=45").wait_for()  # type: ignore[attr-defined]  # the hint lists gff's options
+        page.get_by_test_id("parameters-input").fill("r9=1")  # type: ignore[attr-defined]
+        status = _apply(page)
+        assert status.startswith("error: gff: unknown parameter 'r9'")
+        page.get_by_test_id("parameters-input").fill("r1=20")  # type: ignore[attr-defined]
+        assert _apply(page) == "done"
+        assert "gff" in page.get_by_test_id("message").text_content()  # type: ignore[attr-defined]
+        page.get_by_test_id("parameters-input").fill("")  # type: ignore[attr-defined]
+        page.get_by_test_id("method-select").select_option("recommended")  # type: ignore[attr-defined]
+
     def test_a_key_from_outside_the_catalogue_is_refused(self, page: object) -> None:
         page.evaluate("() => window.trame.state.set('fixed_key', '../../../../etc/passwd')")  # type: ignore[attr-defined]
         status = _apply(page)

@@ -122,6 +122,15 @@ class TestReview:
             (Choice(fixed="sts019_CT.nii.gz", moving="sts019_PET.nii.gz", method="nope"), "nope"),
             (Choice(fixed="sts019_CT.nii.gz", moving="sts019_PET.nii.gz", colormap="nope"), "nope"),
             (Choice(fixed="sts019_CT.nii.gz", moving="sts019_PET.nii.gz", registration="x"), "registration"),
+            (
+                Choice(fixed="spm_T1.nii.gz", moving="sts019_PET.nii.gz", method="gff", parameters="r9=3"),
+                "'r9'",
+            ),
+            (
+                Choice(fixed="spm_T1.nii.gz", moving="sts019_PET.nii.gz", method="gff", parameters="r1=0"),
+                "r1",
+            ),
+            (Choice(fixed="sts019_CT.nii.gz", moving="sts019_PET.nii.gz", parameters="weight=2"), "weight"),
         ],
     )
     def test_a_bad_choice_is_one_error_line_and_starts_nothing(
@@ -130,6 +139,25 @@ class TestReview:
         review.apply(choice)
         assert review.status.startswith("error: ") and message in review.status
         assert "\n" not in review.status and not review.running
+
+    def test_parameters_reach_the_method_the_recommended_one_included(self, review: FusionReview) -> None:
+        review.apply(
+            Choice(
+                fixed="sts019_CT.nii.gz",
+                moving="sts019_PET.nii.gz",
+                method="laplacian_pyramid",
+                colormap="none",
+                parameters="levels=2, rule=local_energy",
+            )
+        )
+        _wait(review)
+        assert review.status == "done", review.status
+        assert review.shown.summary["parameters"]["levels"] == 2
+        assert review.shown.summary["parameters"]["rule"] == "local_energy"
+        review.apply(Choice(fixed="sts019_CT.nii.gz", moving="sts019_PET.nii.gz", parameters="weight=0.3"))
+        _wait(review)
+        assert review.shown.summary["method"] == "uptake_average"
+        assert review.shown.summary["parameters"]["weight"] == pytest.approx(0.3)
 
     def test_cancel_stops_the_job_and_the_session_goes_on(self, review: FusionReview) -> None:
         review.apply(Choice(fixed="spm_T1.nii.gz", moving="sts019_PET.nii.gz", registration="bspline"))

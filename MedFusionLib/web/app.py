@@ -21,7 +21,7 @@ from typing import Any
 from .. import __version__
 from ..job import REGISTRATION_TYPES
 from .catalogue import Catalogue
-from .review import Choice, FusionReview, colormap_choices, method_choices
+from .review import Choice, FusionReview, colormap_choices, method_choices, parameter_hint
 
 VIEWS = ("axial", "sagittal", "coronal")
 TEST_IDS = (
@@ -43,7 +43,7 @@ TITLE = "MedFusion review"
 _STYLE = """
 .mf-panel { padding: 12px; display: flex; flex-direction: column; gap: 8px; font-size: 14px; }
 .mf-panel label { display: flex; flex-direction: column; gap: 2px; color: #bbb; }
-.mf-panel select, .mf-panel input[type=range] { width: 100%; color: #eee; background: #222;
+.mf-panel select, .mf-panel input[type=range], .mf-panel input.mf-text { width: 100%; color: #eee; background: #222;
   border: 1px solid #555; border-radius: 4px; padding: 4px; }
 .mf-panel select:focus { outline: 2px solid #4a90d9; }
 .mf-status { font-weight: 600; word-break: break-word; }
@@ -138,6 +138,8 @@ class ReviewApp:
         state.registration = "none"
         state.method = "recommended"
         state.colormap = "auto"
+        state.parameters = ""
+        state.parameter_hint = parameter_hint("recommended")
         state.opacity_percent = 0
         state.running = False
         state.progress = 0
@@ -151,6 +153,7 @@ class ReviewApp:
         state.change("study")(self._on_study)
         state.change("fixed_key")(self._on_fixed)
         state.change("opacity_percent")(self._on_opacity)
+        state.change("method")(self._on_method)
         state.change("fixed_key", "moving_key", "lesion_key")(self._prefetch)
 
     def refresh(self) -> None:
@@ -184,6 +187,9 @@ class ReviewApp:
         with contextlib.suppress(Exception):
             entry = self.catalogue.entry(fixed_key)
             self.state.lesion_key = entry.lesion or ""
+
+    def _on_method(self, method: str = "recommended", **_: Any) -> None:
+        self.state.parameter_hint = parameter_hint(method)
 
     def _prefetch(self, **_: Any) -> None:
         """Read the chosen volumes while the user goes on choosing."""
@@ -228,6 +234,7 @@ class ReviewApp:
             method=state.method,
             colormap=state.colormap,
             lesion=state.lesion_key or None,
+            parameters=state.parameters or "",
         )
 
     def cancel(self) -> None:
@@ -277,6 +284,15 @@ class ReviewApp:
                 ):
                     with html.Label(label), html.Select(v_model=(model,), raw_attrs=_test_id(test_id)):
                         _options(html, items)
+                with html.Label("Method parameters (name=value ...)"):
+                    html.Input(
+                        type="text",
+                        v_model=("parameters",),
+                        placeholder="empty: the method's defaults",
+                        raw_attrs=_test_id("parameters-input"),
+                        classes="mf-text",
+                    )
+                    html.Span("{{ parameter_hint }}", classes="mf-note")
                 with html.Div(classes="d-flex ga-2"):
                     v3.VBtn(
                         "Apply",

@@ -38,7 +38,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError, ParameterError
 from ..headers import JPEG_MAGIC, PNG_SIGNATURE, HeaderFault, metaimage_layout, nrrd_layout
-from ..io import image_format, known_extension, short_reason
+from ..io import file_kind, image_format, known_extension, short_reason
 from ..quiet import native_output_captured
 
 MASK_SUFFIXES = ("_mask", "_seg", "_label", "_lesion", "_gtv")
@@ -268,7 +268,7 @@ class Catalogue:
                 raise InputError(f"{_shown(location)} now holds links that leave {self.root}")
             return
         if not stat.S_ISREG(mode):
-            raise InputError(f"{_shown(location)} is no longer a regular file ({_kind(mode)})")
+            raise InputError(f"{_shown(location)} is no longer a regular file ({file_kind(mode)})")
         try:
             self._check_data_files(resolved, image_format(resolved))
         except _Skip as reason:
@@ -317,7 +317,7 @@ class Catalogue:
                 elif stat.S_ISREG(mode):
                     folder.files.append((item.name, resolved))
                 else:
-                    skipped.append((name, f"a {_kind(mode)}, not a regular file"))
+                    skipped.append((name, f"a {file_kind(mode)}, not a regular file"))
             yield folder
             pending.extend(reversed(subfolders))
 
@@ -624,17 +624,6 @@ def _read_bytes(path: Path, offset: int, count: int) -> bytes | None:
 def _has_dicom_preamble(path: Path) -> bool:
     """Whether a regular file has ``DICM`` at offset 128 (the DICOM preamble, PS3.10 7.1)."""
     return _read_bytes(path, _DICOM_MAGIC_OFFSET, len(_DICOM_MAGIC)) == _DICOM_MAGIC
-
-
-def _kind(mode: int) -> str:
-    kinds = (
-        (stat.S_ISFIFO, "FIFO (named pipe)"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-        (stat.S_ISSOCK, "socket"),
-        (stat.S_ISDIR, "folder"),
-    )
-    return next((kind for test, kind in kinds if test(mode)), "special file")
 
 
 def _relative_name(root: Path, candidate: Path) -> str:

@@ -48,6 +48,8 @@ class Choice:
     method: str = RECOMMENDED
     colormap: str = "auto"
     lesion: str | None = None
+    parameters: str = ""
+    """The method's options as ``name=value`` pairs separated by spaces or commas (``medfusion fuse --set``)."""
 
 
 @dataclass
@@ -80,6 +82,31 @@ def method_choices() -> list[dict[str, str]]:
     items = [{"value": RECOMMENDED, "title": "recommended for the pair"}]
     items += [{"value": m.name, "title": f"{m.name} ({m.family})"} for m in list_methods()]
     return items
+
+
+def parameter_hint(method: str) -> str:
+    """What the parameters field of ``method`` takes: each option's name, range and default."""
+    from ..fusion import get_method
+
+    if method == RECOMMENDED:
+        return "parameters of the recommended method (see medfusion methods), or leave empty"
+    try:
+        options = get_method(method).describe()["parameters"]
+    except MedFusionError:
+        return ""
+    if not options:
+        return f"{method} has no parameters"
+    parts = []
+    for option in options:
+        choices = option.get("choices")
+        if choices:
+            shown = "|".join(str(v) for v in choices[:5]) + ("|..." if len(choices) > 5 else "")
+        elif option.get("min") is not None or option.get("max") is not None:
+            shown = f"{option.get('min', '')}..{option.get('max', '')}"
+        else:
+            shown = ""
+        parts.append(f"{option['name']}={option['default']}" + (f" ({shown})" if shown else ""))
+    return "e.g. " + " ".join(parts)
 
 
 def colormap_choices() -> list[dict[str, str]]:
@@ -233,6 +260,17 @@ class FusionReview:
             raise ParameterError(
                 f"unknown registration type {choice.registration!r} (use {', '.join(REGISTRATION_TYPES)})"
             )
+        method = None if choice.method == RECOMMENDED else choice.method
+        parameters = None
+        if choice.parameters.strip():  # checked now, on the method the engine will use
+            from ..fusion import get_method
+
+            name, base = method, {}
+            if method is None:
+                name, base = _recommended_method(entries["fixed"], entries["moving"], choice.colormap)
+            spec = get_method(name)
+            parameters = spec.parse_parameters(choice.parameters.replace(",", " ").split())
+            spec.resolve_parameters({**base, **parameters})
         job = FusionJob(
             fixed=str(entries["fixed"].path),
             moving=str(entries["moving"].path),
@@ -243,7 +281,8 @@ class FusionReview:
             name_fixed=entries["fixed"].key,
             name_moving=entries["moving"].key,
             registration=choice.registration,
-            method=None if choice.method == RECOMMENDED else choice.method,
+            method=method,
+            parameters=parameters,
             colormap=choice.colormap,
             device=self.device,
             compress=False,  # read back at once by this process
@@ -496,6 +535,18 @@ def _lesion_readout(summary: dict[str, Any], images: dict[str, Any]) -> dict[str
         )
     except MedFusionError as error:
         return {"error": one_line(error)}
+
+
+def _recommended_method(fixed: VolumeEntry, moving: VolumeEntry, colormap: str) -> tuple[str, dict[str, Any]]:
+    """The method and base parameters the engine picks without a method (as
+    :func:`MedFusionLib.pipeline.plan_fusion` does for gray volumes of known modalities)."""
+    from ..pipeline import DEFAULT_METHOD
+    from ..recommended import recommended
+
+    advice = recommended(fixed.modality, moving.modality)
+    if colormap.strip().lower() == "none" or advice.colormap is None:
+        return DEFAULT_METHOD, {}
+    return advice.method, dict(advice.parameters)
 
 
 def _describe(summary: dict[str, Any]) -> str:
