@@ -249,6 +249,9 @@ class TestPage:
         values = [option.get_attribute("value") for option in options]
         assert {"sts019_CT.nii.gz", "sts019_PET.nii.gz", "sts019_MR_T1.nii.gz", SLICE_2D} <= set(values)
         assert OUTSIDE_LINK not in values and "sts019_CT_mask.nii.gz" not in values
+        # the pair offered first: one patient's anatomy and function, volumes before 2-D slices
+        assert page.get_by_test_id("fixed-select").input_value() == "sts019_CT.nii.gz"  # type: ignore[attr-defined]
+        assert page.get_by_test_id("moving-select").input_value() == "sts019_PET.nii.gz"  # type: ignore[attr-defined]
         assert page.locator("input[type=file]").count() == 0  # type: ignore[attr-defined]
         for test_id in ("method-select", "colormap-select", "opacity-slider", "apply", "cancel", "save"):
             assert page.get_by_test_id(test_id).count() == 1, test_id  # type: ignore[attr-defined]

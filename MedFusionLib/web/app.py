@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..errors import MedFusionError
 from ..job import REGISTRATION_TYPES
 from .catalogue import Catalogue
 from .review import Choice, FusionReview, colormap_choices, method_choices, parameter_hint
@@ -174,19 +176,16 @@ class ReviewApp:
             {"value": m.key, "title": m.label} for m in masks
         ]
         keys = {v.key for v in volumes}
-        if self.state.fixed_key not in keys:
-            self.state.fixed_key = volumes[0].key if volumes else ""
-        if self.state.moving_key not in keys:
-            self.state.moving_key = volumes[1].key if len(volumes) > 1 else ""
+        if self.state.fixed_key not in keys or self.state.moving_key not in keys:
+            self.state.fixed_key, self.state.moving_key = _default_pair(volumes)
 
     def _on_study(self, **_: Any) -> None:
         self._list_volumes()
 
     def _on_fixed(self, fixed_key: str = "", **_: Any) -> None:
         """Pick the fixed volume's own lesion mask when it has one (the readout needs it)."""
-        with contextlib.suppress(Exception):
-            entry = self.catalogue.entry(fixed_key)
-            self.state.lesion_key = entry.lesion or ""
+        with contextlib.suppress(MedFusionError):  # a bad key is reported by Apply
+            self.state.lesion_key = self.catalogue.entry(fixed_key).lesion or ""
 
     def _on_method(self, method: str = "recommended", **_: Any) -> None:
         self.state.parameter_hint = parameter_hint(method)
@@ -343,6 +342,26 @@ class ReviewApp:
                 for name, view in self.views.items():
                     with html.Div(classes="mf-view", raw_attrs=_test_id(f"view-{name}")):
                         client.ServerTemplate(name=get_view_trame_id(self.server, view))
+
+
+def _default_pair(volumes: list[Any]) -> tuple[str, str]:
+    """The pair to offer first: an anatomical (CT, MR) and a functional (PET, SPECT) volume,
+    volumes before 2-D slices, the two whose names share the longest start (one patient's);
+    else the first two."""
+    anatomy = [v for v in volumes if v.modality in ("CT", "MR")]
+    function = [v for v in volumes if v.modality in ("PET", "SPECT")]
+    if anatomy and function:
+
+        def score(pair: tuple[Any, Any]) -> tuple[int, int]:
+            a, f = pair
+            return (len(a.dimensions) == 3) + (len(f.dimensions) == 3), len(
+                os.path.commonprefix([a.key, f.key])
+            )
+
+        best = max(((a, f) for a in anatomy for f in function), key=score)
+        return best[0].key, best[1].key
+    keys = [v.key for v in volumes]
+    return (keys[0] if keys else ""), (keys[1] if len(keys) > 1 else "")
 
 
 def _readout_text(readout: dict[str, Any] | None) -> str:
