@@ -72,7 +72,15 @@ def move_folder_into_place(folder: Path, directory: Path) -> None:
                         os.rename(folder, directory)
                         return
                     except OSError as error:
-                        if not directory.is_dir() or error.errno not in _DIRECTORY_IN_THE_WAY:
+                        if error.errno not in _DIRECTORY_IN_THE_WAY:
+                            raise
+                        if not directory.is_dir():
+                            if (
+                                error.errno in _NOT_EMPTY
+                                and not directory.exists()
+                                and not directory.is_symlink()
+                            ):
+                                continue  # another writer moved it away since our rename: try again
                             raise
                     backup = cleanup.enter_context(live_temporary(temporary_name(directory, tag="old")))
                     try:
@@ -89,6 +97,7 @@ def move_folder_into_place(folder: Path, directory: Path) -> None:
 
 
 _DIRECTORY_IN_THE_WAY = {errno.EEXIST, errno.ENOTEMPTY, errno.EACCES, errno.EPERM}
+_NOT_EMPTY = {errno.EEXIST, errno.ENOTEMPTY}
 
 
 def decimal_string(value: float) -> str:
