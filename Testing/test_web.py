@@ -253,7 +253,9 @@ class TestPage:
         assert page.get_by_test_id("fixed-select").input_value() == "sts019_CT.nii.gz"  # type: ignore[attr-defined]
         assert page.get_by_test_id("moving-select").input_value() == "sts019_PET.nii.gz"  # type: ignore[attr-defined]
         assert page.locator("input[type=file]").count() == 0  # type: ignore[attr-defined]
-        for test_id in ("method-select", "colormap-select", "opacity-slider", "apply", "cancel", "save"):
+        from MedFusionLib.web.app import TEST_IDS
+
+        for test_id in TEST_IDS:  # every hook the issue names, exactly once
             assert page.get_by_test_id(test_id).count() == 1, test_id  # type: ignore[attr-defined]
 
     def test_apply_fuses_the_real_patient_and_colours_the_tumour(self, page: object, demo_data: Path) -> None:
