@@ -996,19 +996,28 @@ def _nearly_full(folder: Path) -> bool:
     return stats.f_blocks > 0 and stats.f_bavail * stats.f_frsize < 64 * 1024  # /proc has no blocks
 
 
+def header_information(path: Path, fmt: str) -> sitk.ImageFileReader:
+    """A reader of ``path`` (format ``fmt``, see :func:`image_format`) that has read the header only.
+
+    ITK's messages are caught, not printed. Raises ``RuntimeError`` when ITK cannot read it.
+    """
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.SetImageIO(_IMAGE_IO[fmt])
+    with native_output_captured():
+        reader.ReadImageInformation()
+    return reader
+
+
 def _verify_image_file(written: Path, image: sitk.Image, fmt: str, folder: Path) -> None:
     """Check a finished write: non-empty, header read back with the right size, NIfTI voxels all there."""
     for entry in [written, *_data_files_beside(written)]:
         if not entry.is_file() or entry.stat().st_size == 0:
             raise _WriteFailed(_failure_reason(RuntimeError("the writer left an empty file"), folder))
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(written))
-    reader.SetImageIO(_IMAGE_IO[fmt])
-    with native_output_captured():
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError as error:
-            raise _WriteFailed(f"the written header cannot be read back ({short_reason(error)})") from None
+    try:
+        reader = header_information(written, fmt)
+    except RuntimeError as error:
+        raise _WriteFailed(f"the written header cannot be read back ({short_reason(error)})") from None
     components = reader.GetNumberOfComponents()
     if reader.GetSize() != image.GetSize() or components != image.GetNumberOfComponentsPerPixel():
         raise _WriteFailed(

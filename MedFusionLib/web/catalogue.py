@@ -34,12 +34,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import SimpleITK as sitk
-
 from ..errors import InputError, ParameterError
 from ..headers import JPEG_MAGIC, PNG_SIGNATURE, HeaderFault, metaimage_layout, nrrd_layout
-from ..io import file_kind, image_format, known_extension, short_reason
-from ..quiet import native_output_captured
+from ..io import file_kind, header_information, image_format, known_extension, short_reason
 
 MASK_SUFFIXES = ("_mask", "_seg", "_label", "_lesion", "_gtv")
 """Stem endings (case-insensitive) that make a file a lesion mask."""
@@ -55,13 +52,6 @@ _MODALITY_TOKENS = {
 }
 _MODALITY_OF_TOKEN = {token: modality for modality, tokens in _MODALITY_TOKENS.items() for token in tokens}
 _MODALITY_FROM_DICOM = {"CT": "CT", "MR": "MR", "PT": "PET", "NM": "SPECT"}
-_IMAGE_IO = {
-    "nifti": "NiftiImageIO",
-    "nrrd": "NrrdImageIO",
-    "metaimage": "MetaImageIO",
-    "png": "PNGImageIO",
-    "jpeg": "JPEGImageIO",
-}
 _DICOM_MAGIC_OFFSET = 128
 _DICOM_MAGIC = b"DICM"
 _STUDY_TAGS = [
@@ -390,14 +380,10 @@ class Catalogue:
         magic = {"png": PNG_SIGNATURE, "jpeg": JPEG_MAGIC}.get(fmt)
         if magic is not None and not start.startswith(magic):  # ITK reads any bytes as a 0x0 image
             raise _Skip(f"not a {fmt.upper()} file")
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(resolved))
-        reader.SetImageIO(_IMAGE_IO[fmt])
-        with native_output_captured():
-            try:
-                reader.ReadImageInformation()
-            except RuntimeError as error:
-                raise _Skip(f"cannot read its header: {short_reason(error)}") from None
+        try:
+            reader = header_information(resolved, fmt)
+        except RuntimeError as error:
+            raise _Skip(f"cannot read its header: {short_reason(error)}") from None
         dimensions = tuple(int(size) for size in reader.GetSize())
         if len(dimensions) not in (2, 3):
             raise _Skip(f"a {len(dimensions)}-D image (2-D and 3-D images only)")
