@@ -307,6 +307,18 @@ class TestPage:
             after = _views_settled(page)["axial"]
             assert np.abs(after - before).mean() > 2
 
+    def test_shift_and_move_over_one_view_moves_the_others_linked_cursor(self, page: object) -> None:
+        before = _views_settled(page)
+        box = page.get_by_test_id("view-axial").bounding_box()  # type: ignore[attr-defined]
+        x, y = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.35
+        page.keyboard.down("Shift")  # type: ignore[attr-defined]
+        page.mouse.move(x, y)  # type: ignore[attr-defined]
+        page.mouse.move(x + 10, y + 10)  # type: ignore[attr-defined]
+        page.keyboard.up("Shift")  # type: ignore[attr-defined]
+        after = _views_settled(page)
+        for name in ("sagittal", "coronal"):  # they jump to the point under the cursor
+            assert np.abs(after[name] - before[name]).mean() > 5, name
+
     def test_a_2d_image_against_a_volume_is_an_error_and_the_app_goes_on(self, page: object) -> None:
         _choose(page, SLICE_2D, "sts019_PET.nii.gz")
         status = _apply(page)
