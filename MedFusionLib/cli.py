@@ -626,6 +626,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .web.serve import DEFAULT_HOST, DEFAULT_PORT, RESULTS_FOLDER
+
     parser = _Parser(prog="medfusion", description="Multi-modal medical image fusion (CT, MRI, PET, SPECT).")
     parser.add_argument("--version", action="version", version=f"medfusion {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -789,13 +791,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="review fusions in a web browser (needs the web extra)")
     p.add_argument("--data", default=".", help="folder of images and DICOM series to offer (default .)")
     p.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need a token)"
+        "--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}; others need a token)"
     )
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)"
+    )
     p.add_argument(
         "--token", help="token every request must carry (generated and printed when binding beyond loopback)"
     )
-    p.add_argument("--save-dir", help="where Save writes (default DATA/medfusion-results)")
+    p.add_argument("--save-dir", help=f"where Save writes (default DATA/{RESULTS_FOLDER})")
     p.add_argument(
         "--allow-host",
         action="append",

@@ -29,6 +29,7 @@ from .metrics.clinical import display_anatomical
 from .montage import save_montage
 from .output_guard import check_output_folder, guard_outputs
 from .pipeline import fuse_images
+from .readout import lesion_centre
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
 
@@ -150,7 +151,7 @@ def _demo_pair(
         volumes.append(path)
         columns.append((label, result.image))
         report(f"{pair.name:14s} {label:32s} {result.seconds:7.2f} s  -> {path}")
-    centre = _lesion_centre(SAMPLE_DATA / pair.lesion_mask) if pair.lesion_mask else None
+    centre = lesion_centre(read_image(SAMPLE_DATA / pair.lesion_mask)) if pair.lesion_mask else None
     where = "through the tumour's centre" if centre is not None else "mid-slices"
     title = (
         f"MedFusion demo: {pair.modality_a} + {pair.modality_b} ({pair.name}), fused in 3-D "
@@ -160,10 +161,3 @@ def _demo_pair(
         lambda temporary: save_montage(columns, temporary, title=title, centre=centre),
         out / f"demo_{pair.name}.png",
     )
-
-
-def _lesion_centre(mask_path: Path) -> tuple[float, ...]:
-    """The physical (LPS) centre of a lesion mask's voxels."""
-    mask = read_image(mask_path)
-    index = np.argwhere(mask.array > 0).mean(axis=0)[::-1]  # (x, y, z) index order
-    return mask.to_sitk().TransformContinuousIndexToPhysicalPoint([float(i) for i in index])

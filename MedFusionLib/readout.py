@@ -106,3 +106,15 @@ def clinical_readout(
         "modalities": list(modalities),
         "notes": dict(report.notes),
     }
+
+
+def lesion_centre(mask: Image) -> tuple[float, ...] | None:
+    """The physical centre (LPS, mm) of a mask's nonzero voxels; ``None`` for an empty mask.
+
+    Where a view of the lesion is centred: the demo's montage cuts, the web app's slice views.
+    """
+    inside = np.argwhere(np.asarray(mask.array) != 0)
+    if inside.size == 0:
+        return None
+    index = inside.mean(axis=0)[::-1]  # array order (z, y, x) -> ITK index order (x, y, z)
+    return tuple(mask.to_sitk().TransformContinuousIndexToPhysicalPoint([float(i) for i in index]))

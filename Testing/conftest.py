@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from web_server import free_port
 
 torch.set_num_threads(2)
 
@@ -72,14 +73,6 @@ def dciodvfy() -> str:
     return _debian_tool("dciodvfy")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class OrthancServer:
     """A real Orthanc on loopback: its AE title, DICOM port and REST API."""
 
@@ -124,7 +117,7 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> object:
     binary = _debian_tool("Orthanc")
     folder = tmp_path_factory.mktemp("orthanc")
     for _attempt in range(3):
-        server = OrthancServer(_free_port(), _free_port())
+        server = OrthancServer(free_port(), free_port())
         config = {
             "Name": "MedFusionTest",
             "StorageDirectory": str(folder / "db"),

@@ -14,7 +14,8 @@ import urllib.request
 from pathlib import Path
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a server a test starts)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -24,7 +25,7 @@ class Server:
     """``medfusion serve`` in its own process; :attr:`url` is the address it printed."""
 
     def __init__(self, data: Path, *extra: str, host: str = "127.0.0.1") -> None:
-        self.port = _free_port()
+        self.port = free_port()
         command = [sys.executable, "-m", "MedFusionLib.cli", "serve", "--data", str(data), "--host", host]
         command += ["--port", str(self.port), "--device", "cpu", *extra]
         env = {key: value for key, value in os.environ.items() if key != "DISPLAY"}

@@ -365,6 +365,9 @@ def _default_pair(volumes: list[Any]) -> tuple[str, str]:
 
 
 def _readout_text(readout: dict[str, Any] | None) -> str:
+    """The lesion readout as one line (the Slicer panel's names, :data:`READOUT_NAMES`)."""
+    from ..slicer_support import READOUT_NAMES
+
     if not readout:
         return ""
     if readout.get("pending"):
@@ -372,7 +375,9 @@ def _readout_text(readout: dict[str, Any] | None) -> str:
     if "error" in readout:
         return f"lesion readout: {readout['error']}"
     parts = []
-    for key, label in (("conspicuity_kept", "conspicuity kept"), ("anatomy_kept", "anatomy kept")):
+    for key, name in READOUT_NAMES.items():
         value = readout.get(key)
-        parts.append(f"{label} {value:.2f}" if isinstance(value, (int, float)) else f"{label}: n/a")
+        parts.append(
+            f"{name.lower()} {value:.2f}" if isinstance(value, (int, float)) else f"{name.lower()}: n/a"
+        )
     return "Lesion: " + ", ".join(parts)

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import mrml
 from ..background import BackgroundJob
 from ..errors import InputError, MedFusionError, ParameterError
@@ -266,8 +264,19 @@ class FusionReview:
             from ..fusion import get_method
 
             name, base = method, {}
-            if method is None:
-                name, base = _recommended_method(entries["fixed"], entries["moving"], choice.colormap)
+            if method is None:  # the engine's own choice, on the images (read already, or now)
+                from ..pipeline import plan_fusion
+
+                plan = plan_fusion(
+                    self._image(entries["fixed"], "fixed").result(),
+                    self._image(entries["moving"], "moving").result(),
+                    method=None,
+                    colormap=choice.colormap,
+                    name="colour table",
+                    name_a=entries["fixed"].key,
+                    name_b=entries["moving"].key,
+                )
+                name, base = plan.method, plan.parameters
             spec = get_method(name)
             parameters = spec.parse_parameters(choice.parameters.replace(",", " ").split())
             spec.resolve_parameters({**base, **parameters})
@@ -369,8 +378,15 @@ class FusionReview:
             if not entry.is_mask or role == "lesion":
                 self._image(entry, role)
                 keep.add(key)
+        self._drop_images(keep)
+
+    def _drop_images(self, keep: set[str | None]) -> None:
+        """Forget the images of other keys; reads not started yet are cancelled (a user going
+        through a list would otherwise queue a read per volume passed)."""
         for key in [k for k in self._images if k not in keep]:
-            del self._images[key]
+            future = self._images.pop(key)
+            if all(future is not needed for needed in self._reading.values()):  # a running job's stay
+                future.cancel()
 
     def _input_node(self, entry: VolumeEntry, image: Any) -> Any:
         node = self._input_nodes.get(entry.key)
@@ -401,8 +417,7 @@ class FusionReview:
             self._readout = self._readers.submit(_lesion_readout, summary, images)
 
     def _forget_inputs_but(self, keep: set[str]) -> None:
-        for key in [k for k in self._images if k not in keep]:
-            del self._images[key]
+        self._drop_images(keep)
         for key in [k for k in self._input_nodes if k not in keep]:
             node = self._input_nodes.pop(key)
             for other in mrml._nodes(self.scene, "vtkMRMLScalarVolumeNode"):
@@ -537,18 +552,6 @@ def _lesion_readout(summary: dict[str, Any], images: dict[str, Any]) -> dict[str
         return {"error": one_line(error)}
 
 
-def _recommended_method(fixed: VolumeEntry, moving: VolumeEntry, colormap: str) -> tuple[str, dict[str, Any]]:
-    """The method and base parameters the engine picks without a method (as
-    :func:`MedFusionLib.pipeline.plan_fusion` does for gray volumes of known modalities)."""
-    from ..pipeline import DEFAULT_METHOD
-    from ..recommended import recommended
-
-    advice = recommended(fixed.modality, moving.modality)
-    if colormap.strip().lower() == "none" or advice.colormap is None:
-        return DEFAULT_METHOD, {}
-    return advice.method, dict(advice.parameters)
-
-
 def _describe(summary: dict[str, Any]) -> str:
     colour = f", colour table {summary['colormap']}" if summary.get("colormap") else ""
     return f"{summary['method']}{colour}, fused in {float(summary['seconds']):.2f} s on {summary['device']}"
@@ -556,11 +559,11 @@ def _describe(summary: dict[str, Any]) -> str:
 
 def _stem(key: str) -> str:
     """A file name from a catalogue key: its path with ``_`` for ``/``, without the extension."""
+    from ..io import known_extension
+
     name = key.split("#", 1)[0].strip("/").replace("/", "_")
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    extension = known_extension(Path(name))
+    return name[: -len(extension)] if extension else name
 
 
 def _free_name(folder: Path, stem: str, suffix: str) -> Path:
@@ -572,12 +575,10 @@ def _free_name(folder: Path, stem: str, suffix: str) -> Path:
 
 
 def lesion_centre_ras(mask: Any) -> tuple[float, float, float] | None:
-    """The centre of a mask's nonzero voxels in RAS millimetres (``None`` for an empty mask)."""
-    inside = np.argwhere(np.asarray(mask.array) != 0)
-    if inside.size == 0 or mask.ndim != 3 or mask.is_rgb:
+    """The centre of a 3-D mask's nonzero voxels in RAS millimetres (``None`` for an empty or 2-D mask)."""
+    from ..readout import lesion_centre
+
+    if mask.ndim != 3 or mask.is_rgb:
         return None
-    index = inside.mean(axis=0)[::-1]  # array order (z, y, x) -> ITK index order (x, y, z)
-    point = np.asarray(mask.origin) + np.asarray(mask.direction).reshape(mask.ndim, mask.ndim) @ (
-        index * np.asarray(mask.spacing)
-    )
-    return (-float(point[0]), -float(point[1]), float(point[2]))  # LPS -> RAS
+    centre = lesion_centre(mask)
+    return None if centre is None else (-centre[0], -centre[1], centre[2])  # LPS -> RAS
